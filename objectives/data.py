@@ -1,0 +1,213 @@
+"""Datasets as tensors on the training device.
+
+Files are read through torchvision (which also downloads them for users who have a
+network). The search sees a stratified train/validation split of the training set;
+only `load_test_split` touches the test set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from torchvision import datasets
+from torchvision.datasets.utils import extract_archive
+
+DATASETS: dict[str, type[datasets.MNIST]] = {
+    "kmnist": datasets.KMNIST,
+    "mnist": datasets.MNIST,
+    "fashion-mnist": datasets.FashionMNIST,
+}
+DATA_ENV = "KMNIST_SEARCH_DATA"
+RAW_FILES = {
+    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+class DataUnavailableError(RuntimeError):
+    """The dataset files are missing, unreadable or corrupt; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class TensorSplit:
+    images: torch.Tensor  # float32, (N, 1, 28, 28), normalised, on the training device
+    labels: torch.Tensor  # int64, (N,), on the training device
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class SearchData:
+    train: TensorSplit
+    val: TensorSplit
+    num_classes: int
+    mean: float
+    std: float
+    split_hash: str  # identifies which images went to validation
+
+
+def default_data_dir() -> Path:
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "kmnist-search"
+
+
+def raw_folder(dataset: str, data_dir: Path) -> Path:
+    return Path(data_dir) / DATASETS[dataset].__name__ / "raw"
+
+
+def _extract_local_archives(folder: Path) -> None:
+    # torchvision reads only decompressed IDX files; a user who copied the .gz files in
+    # should not need network access for torchvision to "download" them.
+    if not folder.is_dir():
+        return
+    for archive in folder.glob("*.gz"):
+        if not archive.with_suffix("").exists():
+            extract_archive(str(archive), str(folder))
+
+
+def load_raw(dataset: str, data_dir: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (N, 28, 28) and int64 labels of one official split, via torchvision."""
+    if dataset not in DATASETS:
+        raise DataUnavailableError(f"unknown dataset {dataset!r}: use one of {', '.join(DATASETS)}")
+    folder = raw_folder(dataset, data_dir)
+    try:
+        _extract_local_archives(folder)
+    except (OSError, EOFError) as error:
+        raise DataUnavailableError(f"cannot decompress the files in {folder}: {error}") from None
+    try:
+        # torchvision prints each failed mirror; the one-line error below says it all
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            ds = DATASETS[dataset](str(data_dir), train=train, download=True)
+    except Exception:
+        missing = [
+            f"{name}.gz"
+            for split in (True, False)
+            for name in RAW_FILES[split]
+            if not (folder / name).exists()
+        ]
+        if missing:
+            raise DataUnavailableError(
+                f"{dataset} files missing and the download failed: put {', '.join(missing)} "
+                f"into {folder}/ (or set --data-dir / {DATA_ENV} to a folder holding them)"
+            ) from None
+        raise DataUnavailableError(
+            f"{dataset} files in {folder} are unreadable or corrupt: delete them and download "
+            "again, or rebuild the root"
+        ) from None
+    images, labels = ds.data, ds.targets.long()
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) != len(labels):
+        raise DataUnavailableError(
+            f"{dataset} files in {folder} do not hold 28x28 images with one label each: rebuild them"
+        )
+    return images, labels
+
+
+def split_indices(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified train/validation indices, fixed by `seed`."""
+    indices = np.arange(len(labels))
+    train_idx, val_idx = train_test_split(
+        indices, test_size=val_fraction, random_state=seed, stratify=labels
+    )
+    return np.sort(train_idx), np.sort(val_idx)
+
+
+def to_device(images: torch.Tensor, labels: torch.Tensor, mean: float, std: float,
+              device: torch.device) -> TensorSplit:
+    # normalise once, on the device, so every epoch only slices
+    x = images.to(device).unsqueeze(1).float().div_(255.0).sub_(mean).div_(std)
+    return TensorSplit(x, labels.to(device))
+
+
+def pixel_stats(images: torch.Tensor) -> tuple[float, float]:
+    x = images.float().div(255.0)
+    return float(x.mean()), float(x.std())
+
+
+def load_search_data(dataset: str, data_dir: Path, val_fraction: float, seed: int,
+                     device: torch.device) -> SearchData:
+    """The training set split into train and validation parts, held on `device`."""
+    images, labels = load_raw(dataset, data_dir, train=True)
+    train_idx, val_idx = split_indices(labels.numpy(), val_fraction, seed)
+    mean, std = pixel_stats(images[train_idx])
+    digest = hashlib.sha256(f"{dataset}:{len(labels)}:".encode() + val_idx.tobytes()).hexdigest()
+    return SearchData(
+        train=to_device(images[train_idx], labels[train_idx], mean, std, device),
+        val=to_device(images[val_idx], labels[val_idx], mean, std, device),
+        num_classes=int(labels.max()) + 1,
+        mean=mean,
+        std=std,
+        split_hash=digest[:16],
+    )
+
+
+def load_test_split(dataset: str, data_dir: Path, mean: float, std: float,
+                    device: torch.device) -> TensorSplit:
+    images, labels = load_raw(dataset, data_dir, train=False)
+    return to_device(images, labels, mean, std, device)
+
+
+# --- writing IDX files: builds small dataset roots from real or synthetic images ---
+
+def write_idx_images(path: Path, images: np.ndarray) -> None:
+    n, rows, cols = images.shape
+    header = struct.pack(">IIII", 0x0803, n, rows, cols)
+    with gzip.open(path, "wb") as f:
+        f.write(header + images.astype(np.uint8).tobytes())
+
+
+def write_idx_labels(path: Path, labels: np.ndarray) -> None:
+    header = struct.pack(">II", 0x0801, len(labels))
+    with gzip.open(path, "wb") as f:
+        f.write(header + labels.astype(np.uint8).tobytes())
+
+
+def write_root(data_dir: Path, dataset: str, train: tuple[np.ndarray, np.ndarray],
+               test: tuple[np.ndarray, np.ndarray]) -> Path:
+    """Write a torchvision-layout root (`<data_dir>/<Dataset>/raw/*.gz`)."""
+    folder = raw_folder(dataset, data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    for is_train, (images, labels) in ((True, train), (False, test)):
+        image_name, label_name = RAW_FILES[is_train]
+        write_idx_images(folder / f"{image_name}.gz", images)
+        write_idx_labels(folder / f"{label_name}.gz", labels)
+    return folder
+
+
+def read_idx_gz(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    magic, = struct.unpack(">I", raw[:4])
+    ndim = magic & 0xFF
+    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def build_root_from_test_images(source: Path, data_dir: Path, test_fraction: float = 0.2,
+                                seed: int = 0, dataset: str = "kmnist") -> Path:
+    """A dataset root made only of the official test images, split stratified into train/test.
+
+    Used where the official training images cannot be had (these machines).
+    """
+    try:
+        images = read_idx_gz(Path(source) / "t10k-images-idx3-ubyte.gz")
+        labels = read_idx_gz(Path(source) / "t10k-labels-idx1-ubyte.gz")
+    except (OSError, EOFError, struct.error, ValueError) as error:
+        raise DataUnavailableError(
+            f"cannot read t10k-images/labels-idx*-ubyte.gz in {source}: {error}"
+        ) from None
+    train_idx, test_idx = split_indices(labels, test_fraction, seed)
+    return write_root(data_dir, dataset, (images[train_idx], labels[train_idx]),
+                      (images[test_idx], labels[test_idx]))

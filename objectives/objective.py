@@ -1,0 +1,86 @@
+"""The Optuna objective: space -> model -> shared training loop -> validation accuracy.
+
+It talks to Optuna only through the trial it is given (suggest, report, should_prune,
+user attributes).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+
+from objectives.data import SearchData
+from objectives.models import build_model, count_parameters, model_config
+from objectives.training import (
+    EpochResult,
+    NonFiniteLossError,
+    TrainSettings,
+    seed_everything,
+    train,
+)
+from spaces.base import SearchSpace
+
+# user attributes the search writes on enqueued documented trials
+DOCUMENTED_EPOCHS = "documented_epochs"
+EARLY_STOPPING = "early_stopping_patience"
+
+EpochListener = Callable[[int, EpochResult], None]
+
+
+def trial_epochs(budget: int, documented: int | None) -> int:
+    """A documented experiment runs its own epoch count, capped at the search's budget."""
+    return budget if documented is None else min(budget, documented)
+
+
+class Objective:
+    def __init__(self, space: SearchSpace, data: SearchData, epochs: int, seed: int,
+                 on_epoch: EpochListener | None = None) -> None:
+        self.space, self.data, self.epochs, self.seed = space, data, epochs, seed
+        self.on_epoch = on_epoch
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        params: dict[str, Any] = self.space.suggest(trial)
+        documented = trial.user_attrs.get(DOCUMENTED_EPOCHS)
+        epochs = trial_epochs(self.epochs, documented)
+        if documented is not None and documented > epochs:
+            trial.set_user_attr("epochs_capped_from", documented)
+        seed = self.seed + trial.number
+        seed_everything(seed)
+        device = self.data.train.images.device
+        model = build_model(model_config(self.space.family, params, self.data.num_classes))
+        model = model.to(device)
+        trial.set_user_attr("param_count", count_parameters(model))
+        trial.set_user_attr("device", str(device))
+        trial.set_user_attr("train_seed", seed)
+        settings = TrainSettings(
+            epochs=epochs,
+            batch_size=params["batch_size"],
+            learning_rate=params["learning_rate"],
+            weight_decay=params.get("weight_decay", 0.0),
+            seed=seed,
+            early_stopping_patience=trial.user_attrs.get(EARLY_STOPPING),
+        )
+        history: list[EpochResult] = []
+
+        def report(result: EpochResult) -> None:
+            history.append(result)
+            best = max(history, key=lambda r: r.val_accuracy)
+            trial.set_user_attr("best_epoch", best.epoch)
+            trial.set_user_attr(
+                "seconds_per_epoch", round(statistics.median(r.seconds for r in history), 3)
+            )
+            trial.report(result.val_accuracy, result.epoch)
+            if self.on_epoch is not None:
+                self.on_epoch(trial.number, result)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {result.epoch}")
+
+        try:
+            train(model, self.data.train, self.data.val, settings, report)
+        except NonFiniteLossError as error:
+            trial.set_user_attr("pruned_reason", str(error))
+            raise optuna.TrialPruned(str(error)) from None
+        return max(r.val_accuracy for r in history)

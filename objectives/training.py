@@ -1,0 +1,141 @@
+"""The one training loop shared by every model family, plus evaluation.
+
+The whole split lives on the device; each epoch permutes it once and batches are
+contiguous slices, so there is no per-sample Python work and no DataLoader.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from objectives.data import TensorSplit
+
+EVAL_BATCH = 4096
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float = 0.0
+    seed: int = 0
+    early_stopping_patience: int | None = None  # epochs without a lower validation loss
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int  # 1-based
+    train_loss: float
+    val_loss: float  # NaN when training without a validation split
+    val_accuracy: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    loss: float
+    accuracy: float
+    predictions: torch.Tensor  # int64 on the CPU
+
+
+class NonFiniteLossError(ArithmeticError):
+    def __init__(self, epoch: int, loss: float) -> None:
+        super().__init__(f"training loss became {loss} in epoch {epoch}")
+        self.epoch = epoch
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's global generators, which weight init and dropout draw from."""
+    torch.manual_seed(seed)
+
+
+def _autocast(device: torch.device) -> torch.autocast:
+    # bfloat16 needs no loss scaling; CPU stays in float32 (autocast there is slower)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, split: TensorSplit) -> Evaluation:
+    model.eval()
+    device = split.images.device
+    total_loss = torch.zeros((), device=device)
+    predictions = []
+    for start in range(0, len(split), EVAL_BATCH):
+        x = split.images[start : start + EVAL_BATCH]
+        y = split.labels[start : start + EVAL_BATCH]
+        with _autocast(device):
+            logits = model(x)
+        total_loss += F.cross_entropy(logits.float(), y, reduction="sum")
+        predictions.append(logits.argmax(dim=1))
+    predicted = torch.cat(predictions)
+    accuracy = (predicted == split.labels).float().mean()
+    return Evaluation(
+        float(total_loss) / len(split), float(accuracy), predicted.cpu()
+    )
+
+
+def train(
+    model: nn.Module,
+    train_split: TensorSplit,
+    val_split: TensorSplit | None,
+    settings: TrainSettings,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+) -> list[EpochResult]:
+    """Adam on cross-entropy; `on_epoch` sees each epoch's result and may raise to stop."""
+    device = train_split.images.device
+    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
+    history: list[EpochResult] = []
+    best_val_loss, epochs_since_best = math.inf, 0
+    n, batch = len(train_split), settings.batch_size
+    for epoch in range(1, settings.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        order = torch.randperm(n, device=device, generator=generator)
+        images, labels = train_split.images[order], train_split.labels[order]
+        loss_sum = torch.zeros((), device=device)
+        for start in range(0, n, batch):
+            x, y = images[start : start + batch], labels[start : start + batch]
+            with _autocast(device):
+                loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(y)
+        train_loss = float(loss_sum) / n  # the epoch's only host synchronisation
+        if not math.isfinite(train_loss):
+            raise NonFiniteLossError(epoch, train_loss)
+        if val_split is not None:
+            evaluation = evaluate(model, val_split)
+            val_loss, val_accuracy = evaluation.loss, evaluation.accuracy
+        else:
+            val_loss = val_accuracy = math.nan
+        result = EpochResult(epoch, train_loss, val_loss, val_accuracy,
+                             time.perf_counter() - started)
+        history.append(result)
+        if on_epoch is not None:
+            on_epoch(result)
+        if settings.early_stopping_patience is not None and val_split is not None:
+            if val_loss < best_val_loss:
+                best_val_loss, epochs_since_best = val_loss, 0
+            else:
+                epochs_since_best += 1
+                if epochs_since_best >= settings.early_stopping_patience:
+                    break
+    return history

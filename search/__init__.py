@@ -1,0 +1,1 @@
+"""Creates and drives Optuna studies: the CLI, samplers, pruners, replay, progress."""

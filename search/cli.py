@@ -1,0 +1,219 @@
+"""`kmnist-search`: the command line.
+
+Every option is checked before any work starts; users see one line naming the problem
+and the fix, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import optuna
+from rich.console import Console
+
+from objectives.data import (
+    DATASETS,
+    DataUnavailableError,
+    build_root_from_test_images,
+    default_data_dir,
+    load_search_data,
+)
+from objectives.objective import Objective
+from objectives.training import resolve_device
+from search.progress import SearchProgress, leaderboard_table
+from search.study import (
+    PRUNERS,
+    StudyMismatchError,
+    check_matches,
+    enqueue_documented,
+    find_study,
+    finished_count,
+    make_pruner,
+    make_sampler,
+    open_study,
+    run_until,
+)
+from spaces import ALL_SPACES, get_space
+from spaces.base import UnknownSpaceError, format_widths
+from storage.urls import DEFAULT_STORAGE, StorageError, open_storage
+
+USER_ERRORS = (UnknownSpaceError, DataUnavailableError, StorageError, StudyMismatchError)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse prints usage + message; we print one line
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie between 0 and 1, got {value}")
+    return value
+
+
+def _device(text: str) -> str:
+    if text not in ("auto", "cpu") and not text.startswith("cuda"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not auto, cpu or cuda[:N]")
+    return text
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="kmnist")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="dataset root in torchvision's layout (default: $KMNIST_SEARCH_DATA "
+                        "or ~/.cache/kmnist-search)")
+    parser.add_argument("--val-fraction", type=_fraction, default=1 / 6,
+                        help="share of the training set held out for validation (default 1/6)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda[:N]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="kmnist-search", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    start = commands.add_parser("start", help="create or resume a study and search")
+    start.add_argument("--space", required=True, help="see `kmnist-search spaces`")
+    start.add_argument("--study", help="study name (default: the space name)")
+    start.add_argument("--trials", type=_positive_int, default=100,
+                       help="TOTAL finished trials the study should hold (default 100)")
+    start.add_argument("--storage", default=DEFAULT_STORAGE)
+    start.add_argument("--epochs", type=_positive_int, default=10,
+                       help="epoch budget per trial; longer documented runs are capped")
+    start.add_argument("--pruner", choices=PRUNERS, default="median")
+    start.add_argument("--no-replay", action="store_true",
+                       help="do not enqueue the space's documented experiments")
+    _add_data_options(start)
+
+    commands.add_parser("spaces", help="list the search spaces and their documented experiments")
+
+    status = commands.add_parser("status", help="print a study's leaderboard")
+    status.add_argument("--study", help="study name (default: every study in the storage)")
+    status.add_argument("--storage", default=DEFAULT_STORAGE)
+
+    root = commands.add_parser(
+        "build-root", help="make a dataset root from test images only (when training files are missing)"
+    )
+    root.add_argument("--source", type=Path, required=True,
+                      help="folder with t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz")
+    root.add_argument("--out", type=Path, required=True, help="dataset root to write")
+    root.add_argument("--test-fraction", type=_fraction, default=0.2)
+    root.add_argument("--dataset", choices=sorted(DATASETS), default="kmnist")
+    root.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def cmd_start(args: argparse.Namespace, console: Console) -> int:
+    space = get_space(args.space)
+    study_name = args.study or space.name
+    storage = open_storage(args.storage)
+    existing = find_study(storage, study_name)
+    if existing is not None:
+        check_matches(existing, space, args.dataset)
+        if finished_count(existing) >= args.trials:
+            console.print(f"study {study_name!r} already holds {finished_count(existing)} finished "
+                          f"trials (target {args.trials}): nothing to do")
+            console.print(leaderboard_table(existing))
+            return 0
+    device = resolve_device(args.device)
+    data_dir = args.data_dir or default_data_dir()
+    data = load_search_data(args.dataset, data_dir, args.val_fraction, args.seed, device)
+    study = open_study(storage, study_name, space, args.dataset, make_sampler(args.seed),
+                       make_pruner(args.pruner, args.epochs))
+    added = 0 if args.no_replay else enqueue_documented(study, space)
+    console.print(
+        f"study {study_name!r} on {args.storage}: {finished_count(study)} of {args.trials} trials "
+        f"finished, {added} documented experiments enqueued; {len(data.train)} train / "
+        f"{len(data.val)} validation images of {args.dataset} on {device}"
+    )
+    with SearchProgress(console, study, args.trials, args.epochs) as progress:
+        objective = Objective(space, data, args.epochs, args.seed, on_epoch=progress.on_epoch)
+        run_until(study, objective, args.trials, callbacks=[progress.on_trial])
+    console.print(leaderboard_table(study))
+    console.print(
+        "next:\n"
+        f"  optuna-dashboard {args.storage}\n"
+        f"  kmnist-search status --study {study_name} --storage {args.storage}",
+        highlight=False,
+    )
+    return 0
+
+
+def cmd_spaces(console: Console) -> int:
+    for space in ALL_SPACES:
+        console.print(f"[bold]{space.name}[/bold] ({space.family}): {space.description}")
+        for p in space.params:
+            console.print(f"  {p.name:<16} {p.describe()}", highlight=False)
+        for e in space.experiments:
+            claims = ", ".join(f"{c.metric} {c.value:g}" for c in e.claims)
+            widths = e.config.get("hidden_layers")
+            arch = f" {format_widths(widths)}" if widths else ""
+            console.print(f"  replays {e.key}{arch}: {claims}", highlight=False)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    storage = open_storage(args.storage)
+    names = [args.study] if args.study else optuna.study.get_all_study_names(storage)
+    if not names:
+        console.print(f"no studies in {args.storage}: run `kmnist-search start --space NAME` first")
+        return 0
+    for name in names:
+        study = find_study(storage, name)
+        if study is None:
+            raise StudyMismatchError(f"no study {name!r} in {args.storage}: run `kmnist-search status` "
+                                     "to list the studies there")
+        console.print(leaderboard_table(study))
+    return 0
+
+
+def cmd_build_root(args: argparse.Namespace, console: Console) -> int:
+    folder = build_root_from_test_images(args.source, args.out, args.test_fraction, args.seed,
+                                         args.dataset)
+    console.print(f"wrote {folder}: use --data-dir {args.out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    if not console.is_terminal:  # logs and pipes: wide lines instead of folded tables
+        console = Console(width=200)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    try:
+        if args.command == "start":
+            return cmd_start(args, console)
+        if args.command == "spaces":
+            return cmd_spaces(console)
+        if args.command == "status":
+            return cmd_status(args, console)
+        return cmd_build_root(args, console)
+    except USER_ERRORS as error:
+        print(f"kmnist-search {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kmnist-search: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

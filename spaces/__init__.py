@@ -1,0 +1,16 @@
+"""Search spaces: declarative data, one module per space."""
+
+from __future__ import annotations
+
+from spaces.base import SearchSpace, UnknownSpaceError
+from spaces.mlp_regularisation import MLP_REGULARISATION
+
+ALL_SPACES: tuple[SearchSpace, ...] = (MLP_REGULARISATION,)
+
+
+def get_space(name: str) -> SearchSpace:
+    for space in ALL_SPACES:
+        if space.name == name:
+            return space
+    known = ", ".join(s.name for s in ALL_SPACES)
+    raise UnknownSpaceError(f"unknown space {name!r}: choose one of {known} (see `kmnist-search spaces`)")

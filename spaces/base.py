@@ -1,0 +1,216 @@
+"""The building blocks of a search space: parameters, documented experiments, claims.
+
+A space is plain data. It knows how to ask a trial for values (define-by-run) and how to
+turn a documented configuration back into the trial parameters that reproduce it, so a
+documented experiment can be enqueued without any model code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class UnknownSpaceError(LookupError):
+    """A space name that no module in `spaces/` defines."""
+
+
+class TrialLike(Protocol):
+    """The slice of `optuna.Trial` a space needs; keeps this package free of Optuna."""
+
+    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float: ...
+    def suggest_int(self, name: str, low: int, high: int, *, log: bool = False) -> int: ...
+    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class FloatParam:
+    name: str
+    low: float
+    high: float
+    log: bool = False
+
+    def suggest(self, trial: TrialLike) -> float:
+        return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+
+    def trial_params(self, value: float) -> dict[str, Any]:
+        return {self.name: float(value)}
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, (int, float)) and self.low <= value <= self.high
+
+    def describe(self) -> str:
+        return f"{self.low:g} .. {self.high:g}" + (" (log)" if self.log else "")
+
+
+@dataclass(frozen=True)
+class IntParam:
+    name: str
+    low: int
+    high: int
+    log: bool = False
+
+    def suggest(self, trial: TrialLike) -> int:
+        return trial.suggest_int(self.name, self.low, self.high, log=self.log)
+
+    def trial_params(self, value: int) -> dict[str, Any]:
+        return {self.name: int(value)}
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, int) and self.low <= value <= self.high
+
+    def describe(self) -> str:
+        return f"{self.low} .. {self.high}" + (" (log)" if self.log else "")
+
+
+@dataclass(frozen=True)
+class ChoiceParam:
+    name: str
+    choices: tuple[Any, ...]
+
+    def suggest(self, trial: TrialLike) -> Any:
+        return trial.suggest_categorical(self.name, list(self.choices))
+
+    def trial_params(self, value: Any) -> dict[str, Any]:
+        return {self.name: value}
+
+    def contains(self, value: Any) -> bool:
+        return value in self.choices
+
+    def describe(self) -> str:
+        return "{" + ", ".join(str(c) for c in self.choices) + "}"
+
+
+@dataclass(frozen=True)
+class OptionalLogFloatParam:
+    """A log-scale float that may also be switched off (value 0.0).
+
+    Log scales cannot hold zero, yet reports used "no weight decay" as their baseline;
+    a boolean switch `use_<name>` expresses that and the float exists only when on.
+    """
+
+    name: str
+    low: float
+    high: float
+
+    @property
+    def switch(self) -> str:
+        return f"use_{self.name}"
+
+    def suggest(self, trial: TrialLike) -> float:
+        if not trial.suggest_categorical(self.switch, [False, True]):
+            return 0.0
+        return trial.suggest_float(self.name, self.low, self.high, log=True)
+
+    def trial_params(self, value: float) -> dict[str, Any]:
+        if value == 0:
+            return {self.switch: False}
+        return {self.switch: True, self.name: float(value)}
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, (int, float)) and (value == 0 or self.low <= value <= self.high)
+
+    def describe(self) -> str:
+        return f"none or {self.low:g} .. {self.high:g} (log)"
+
+
+@dataclass(frozen=True)
+class WidthsParam:
+    """Hidden-layer widths as one categorical choice, written "512-256" as users read them."""
+
+    name: str
+    choices: tuple[tuple[int, ...], ...]
+
+    def suggest(self, trial: TrialLike) -> tuple[int, ...]:
+        label = trial.suggest_categorical(self.name, [format_widths(c) for c in self.choices])
+        return parse_widths(label)
+
+    def trial_params(self, value: tuple[int, ...]) -> dict[str, Any]:
+        return {self.name: format_widths(value)}
+
+    def contains(self, value: Any) -> bool:
+        return tuple(value) in self.choices
+
+    def describe(self) -> str:
+        return "{" + ", ".join(format_widths(c) for c in self.choices) + "}"
+
+
+Param = FloatParam | IntParam | ChoiceParam | OptionalLogFloatParam | WidthsParam
+
+
+def format_widths(widths: tuple[int, ...]) -> str:
+    return "-".join(str(w) for w in widths) if widths else "none"
+
+
+def parse_widths(label: str) -> tuple[int, ...]:
+    return () if label == "none" else tuple(int(w) for w in label.split("-"))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One figure a report states, with where it says so."""
+
+    metric: str  # e.g. "test_accuracy", "val_accuracy", "test_loss", "param_count"
+    value: float
+    where: str  # quote or location in the report
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.value):
+            raise ValueError(f"claim {self.metric} must be finite")
+
+
+@dataclass(frozen=True)
+class DocumentedExperiment:
+    """A hand-run experiment from one report, expressed in a space's parameters."""
+
+    report: str  # file name under shared/seeds/
+    name: str  # the experiment's name as the report gives it
+    dataset: str  # "kmnist", "mnist", "mnist4" ...
+    config: Mapping[str, Any]  # in the parameters of the spaces that replay it
+    epochs: int
+    claims: tuple[Claim, ...]
+    early_stopping_patience: int | None = None
+    validation: str = ""  # how the report validated (split, or none)
+    notes: str = ""  # contradictions in the report and the reading chosen
+
+    @property
+    def key(self) -> str:
+        return f"{self.report.split('_')[0]}/{self.name}"
+
+    def claim(self, metric: str) -> float | None:
+        return next((c.value for c in self.claims if c.metric == metric), None)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    family: str  # "mlp" or "cnn": which model builder the objective uses
+    description: str
+    params: tuple[Param, ...]
+    experiments: tuple[DocumentedExperiment, ...] = ()
+    fixed: Mapping[str, Any] = field(default_factory=dict)  # settings this space never varies
+
+    def suggest(self, trial: TrialLike) -> dict[str, Any]:
+        return {**self.fixed, **{p.name: p.suggest(trial) for p in self.params}}
+
+    def trial_params(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The Optuna parameters that make `suggest` return `config`."""
+        params: dict[str, Any] = {}
+        for p in self.params:
+            params.update(p.trial_params(config[p.name]))
+        return params
+
+    def problems(self, config: Mapping[str, Any]) -> list[str]:
+        """Why `config` lies outside this space; empty when it lies inside."""
+        found = []
+        for p in self.params:
+            if p.name not in config:
+                found.append(f"{p.name} missing")
+            elif not p.contains(config[p.name]):
+                found.append(f"{p.name}={config[p.name]!r} outside {p.describe()}")
+        for name, value in self.fixed.items():
+            if name in config and config[name] != value:
+                found.append(f"{name}={config[name]!r} but this space fixes {value!r}")
+        return found

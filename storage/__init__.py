@@ -1,0 +1,1 @@
+"""Where studies and their results live: storage URLs, artifacts, exported configurations."""

@@ -1,0 +1,104 @@
+"""Storage URLs: validate them, and open Optuna RDB storages safely.
+
+SQLite is the embedded default. It is put in WAL mode with a long busy timeout so the
+dashboard can read while workers write (optuna-dashboard#545: "database is locked").
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from urllib.parse import urlparse
+
+import optuna
+import sqlalchemy.exc
+
+DEFAULT_STORAGE = "sqlite:///kmnist-search.db"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+SUPPORTED_SCHEMES = ("sqlite", "postgresql", "mysql")
+BUSY_TIMEOUT_S = 60
+
+
+class StorageError(RuntimeError):
+    """A storage URL or file that cannot be used; the message says why and what to do."""
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a sqlite:/// URL, or None for other databases."""
+    if not url.startswith("sqlite:///"):
+        return None
+    return Path(url[len("sqlite:///") :])
+
+
+def check_storage_url(url: str) -> None:
+    scheme = urlparse(url).scheme.split("+")[0]
+    if scheme not in SUPPORTED_SCHEMES or "://" not in url:
+        raise StorageError(
+            f"storage URL {url!r} is not supported: use sqlite:///FILE.db or "
+            "postgresql://USER:PASSWORD@HOST/DB"
+        )
+    path = sqlite_path(url)
+    if scheme == "sqlite" and (path is None or str(path) in ("", ":memory:")):
+        raise StorageError(
+            f"storage URL {url!r} names no file: use sqlite:///FILE.db (a path after three slashes)"
+        )
+    if path is not None:
+        _check_sqlite_file(path)
+
+
+def _check_sqlite_file(path: Path) -> None:
+    if path.is_dir():
+        raise StorageError(f"storage {path} is a directory: name a .db file inside it")
+    if not path.parent.exists():
+        raise StorageError(f"folder {path.parent} of storage {path} does not exist: create it first")
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb") as f:
+        if f.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
+            raise StorageError(
+                f"storage {path} is not a SQLite database: point --storage at a .db file or a new path"
+            )
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.DatabaseError as error:
+        raise StorageError(f"storage {path} is unreadable ({error}): restore it from a backup "
+                           "or use a new path") from None
+    if tables and "studies" not in tables:
+        raise StorageError(
+            f"storage {path} is a SQLite database of another program: use a new path for Optuna"
+        )
+
+
+def _enable_wal(path: Path) -> None:
+    # WAL is a property of the file: set once, every later connection reads and writes
+    # concurrently without readers blocking the writer.
+    with sqlite3.connect(path, timeout=BUSY_TIMEOUT_S) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+
+
+def open_storage(url: str, heartbeat_interval: int | None = None,
+                 grace_period: int | None = None) -> optuna.storages.RDBStorage:
+    """An RDB storage for `url`, creating the SQLite file if needed."""
+    check_storage_url(url)
+    path = sqlite_path(url)
+    engine_kwargs: dict = {}
+    if path is not None:
+        try:
+            _enable_wal(path)
+        except sqlite3.Error as error:
+            raise StorageError(f"cannot write storage {path} ({error}): check its permissions "
+                               "or use another path") from None
+        engine_kwargs = {"connect_args": {"timeout": BUSY_TIMEOUT_S}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+        )
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError, RuntimeError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise StorageError(f"cannot open storage {url}: {first_line}") from None
