@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny synthetic dataset roots, the real-data root, the CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from objectives.data import build_root_from_test_images, write_root
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_KMNIST = REPO.parent / "shared" / "data" / "kmnist"
+CLI = Path(sys.executable).parent / "kmnist-search"
+
+
+def synthetic_images(n: int, num_classes: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable 28x28 images: each class is a fixed random stroke pattern plus noise."""
+    rng = np.random.default_rng(seed)
+    templates = (rng.random((num_classes, 28, 28)) > 0.7) * 200.0
+    labels = np.arange(n) % num_classes
+    rng.shuffle(labels)
+    noise = rng.normal(0, 40, (n, 28, 28))
+    images = np.clip(templates[labels] + noise, 0, 255).astype(np.uint8)
+    return images, labels.astype(np.uint8)
+
+
+def make_synthetic_root(data_dir: Path, dataset: str = "kmnist", n_train: int = 600,
+                        n_test: int = 200) -> Path:
+    write_root(data_dir, dataset, synthetic_images(n_train, seed=1), synthetic_images(n_test, seed=2))
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_synthetic_root(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture(scope="session")
+def real_kmnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not (SHARED_KMNIST / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"real KMNIST test images not found in {SHARED_KMNIST}")
+    root = tmp_path_factory.mktemp("real-kmnist")
+    build_root_from_test_images(SHARED_KMNIST, root, test_fraction=0.2, seed=0)
+    return root
+
+
+def offline_env() -> dict[str, str]:
+    # any download torchvision attempts fails at once instead of reaching the network
+    env = dict(os.environ)
+    env.update(http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9",
+               HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9")
+    env.pop("KMNIST_SEARCH_DATA", None)
+    return env
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(CLI), *args], cwd=cwd, env=offline_env(), capture_output=True,
+                          text=True, timeout=timeout)

@@ -1,0 +1,71 @@
+import math
+
+import pytest
+import torch
+
+from objectives.data import TensorSplit, load_search_data
+from objectives.models import MLPConfig, build_model
+from objectives.training import NonFiniteLossError, TrainSettings, evaluate, seed_everything, train
+
+
+@pytest.fixture(scope="module")
+def data(synthetic_root):
+    return load_search_data("kmnist", synthetic_root, 1 / 6, seed=0, device=torch.device("cpu"))
+
+
+def test_split_is_stratified_normalised_and_on_device(data):
+    assert len(data.train) == 500 and len(data.val) == 100
+    assert torch.bincount(data.val.labels).tolist() == [10] * 10
+    assert abs(float(data.train.images.mean())) < 1e-3
+    assert abs(float(data.train.images.std()) - 1) < 1e-2
+    assert data.train.images.shape[1:] == (1, 28, 28) and data.train.images.dtype == torch.float32
+
+
+def test_split_is_fixed_by_seed(synthetic_root, data):
+    cpu = torch.device("cpu")
+    again = load_search_data("kmnist", synthetic_root, 1 / 6, seed=0, device=cpu)
+    other = load_search_data("kmnist", synthetic_root, 1 / 6, seed=1, device=cpu)
+    assert again.split_hash == data.split_hash != other.split_hash
+
+
+def test_loop_reduces_loss_and_learns(data):
+    seed_everything(0)
+    model = build_model(MLPConfig((64,), dropout=0.1))
+    before = evaluate(model, data.val)
+    history = train(model, data.train, data.val, TrainSettings(epochs=4, batch_size=32, learning_rate=1e-3))
+    assert [r.epoch for r in history] == [1, 2, 3, 4]
+    assert history[-1].train_loss < history[0].train_loss
+    assert history[-1].val_loss < before.loss
+    assert history[-1].val_accuracy > 0.9
+
+
+def test_same_seed_same_result(data):
+    results = []
+    for _ in range(2):
+        seed_everything(3)
+        model = build_model(MLPConfig((32,), dropout=0.2))
+        settings = TrainSettings(epochs=2, batch_size=50, learning_rate=1e-3, seed=3)
+        results.append(train(model, data.train, data.val, settings)[-1].val_loss)
+    assert results[0] == results[1]
+
+
+def test_nan_loss_raises_non_finite(data):
+    images = data.train.images.clone()
+    images[0] = math.nan
+    broken = TensorSplit(images, data.train.labels)
+    model = build_model(MLPConfig((16,)))
+    with pytest.raises(NonFiniteLossError, match="epoch 1"):
+        train(model, broken, data.val, TrainSettings(epochs=3, batch_size=32, learning_rate=1e-3))
+
+
+def test_early_stopping_stops_when_validation_loss_stops_falling(data):
+    seen = []
+    model = build_model(MLPConfig((16,)))
+    # a learning rate this small barely moves the loss, while a huge one makes it rise:
+    # either way patience 1 must cut a 30-epoch run short
+    settings = TrainSettings(epochs=30, batch_size=500, learning_rate=5.0, early_stopping_patience=1)
+    try:
+        history = train(model, data.train, data.val, settings, seen.append)
+    except NonFiniteLossError:
+        pytest.skip("diverged to NaN before early stopping could act")
+    assert len(history) < 30 and len(seen) == len(history)
