@@ -11,7 +11,6 @@ import contextlib
 import gzip
 import hashlib
 import io
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,20 +21,13 @@ from sklearn.model_selection import train_test_split
 from torchvision import datasets
 from torchvision.datasets.utils import extract_archive
 
+from objectives.datasets import DATA_ENV, RAW_FILES, DataUnavailableError
+
 DATASETS: dict[str, type[datasets.MNIST]] = {
     "kmnist": datasets.KMNIST,
     "mnist": datasets.MNIST,
     "fashion-mnist": datasets.FashionMNIST,
 }
-DATA_ENV = "KMNIST_SEARCH_DATA"
-RAW_FILES = {
-    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-
-
-class DataUnavailableError(RuntimeError):
-    """The dataset files are missing, unreadable or corrupt; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -55,13 +47,6 @@ class SearchData:
     mean: float
     std: float
     split_hash: str  # identifies which images went to validation
-
-
-def default_data_dir() -> Path:
-    if os.environ.get(DATA_ENV):
-        return Path(os.environ[DATA_ENV]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "kmnist-search"
 
 
 def raw_folder(dataset: str, data_dir: Path) -> Path:

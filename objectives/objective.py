@@ -21,11 +21,7 @@ from objectives.training import (
     seed_everything,
     train,
 )
-from spaces.base import SearchSpace
-
-# user attributes the search writes on enqueued documented trials
-DOCUMENTED_EPOCHS = "documented_epochs"
-EARLY_STOPPING = "early_stopping_patience"
+from spaces.base import DOCUMENTED_EPOCHS, EARLY_STOPPING, SearchSpace
 
 EpochListener = Callable[[int, EpochResult], None]
 

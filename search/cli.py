@@ -15,15 +15,7 @@ from pathlib import Path
 import optuna
 from rich.console import Console
 
-from objectives.data import (
-    DATASETS,
-    DataUnavailableError,
-    build_root_from_test_images,
-    default_data_dir,
-    load_search_data,
-)
-from objectives.objective import Objective
-from objectives.training import resolve_device
+from objectives.datasets import DATASET_NAMES, DataUnavailableError, default_data_dir
 from search.progress import SearchProgress, leaderboard_table
 from search.study import (
     PRUNERS,
@@ -76,7 +68,7 @@ def _device(text: str) -> str:
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", choices=sorted(DATASETS), default="kmnist")
+    parser.add_argument("--dataset", choices=DATASET_NAMES, default="kmnist")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="dataset root in torchvision's layout (default: $KMNIST_SEARCH_DATA "
                         "or ~/.cache/kmnist-search)")
@@ -116,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="folder with t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz")
     root.add_argument("--out", type=Path, required=True, help="dataset root to write")
     root.add_argument("--test-fraction", type=_fraction, default=0.2)
-    root.add_argument("--dataset", choices=sorted(DATASETS), default="kmnist")
+    root.add_argument("--dataset", choices=DATASET_NAMES, default="kmnist")
     root.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -133,6 +125,11 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
                           f"trials (target {args.trials}): nothing to do")
             console.print(leaderboard_table(existing))
             return 0
+    # torch loads only now, so option and storage errors answer at once
+    from objectives.data import load_search_data
+    from objectives.objective import Objective
+    from objectives.training import resolve_device
+
     device = resolve_device(args.device)
     data_dir = args.data_dir or default_data_dir()
     data = load_search_data(args.dataset, data_dir, args.val_fraction, args.seed, device)
@@ -186,6 +183,8 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_build_root(args: argparse.Namespace, console: Console) -> int:
+    from objectives.data import build_root_from_test_images
+
     folder = build_root_from_test_images(args.source, args.out, args.test_fraction, args.seed,
                                          args.dataset)
     console.print(f"wrote {folder}: use --data-dir {args.out}")

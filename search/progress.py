@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
@@ -15,8 +17,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from objectives.training import EpochResult
 from search.study import FINISHED, leaderboard, trial_source
+
+if TYPE_CHECKING:  # keeps `kmnist-search` start-up free of torch until training starts
+    from objectives.training import EpochResult
 
 
 def format_params(params: dict) -> str:

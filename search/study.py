@@ -7,13 +7,11 @@ hold: Optuna's own `n_trials` counts only the trials of one call (optuna#2638).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from objectives.objective import DOCUMENTED_EPOCHS, EARLY_STOPPING
 from spaces.base import DocumentedExperiment, SearchSpace
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -79,21 +77,6 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, space: SearchSpa
     return study
 
 
-def documented_attrs(experiment: DocumentedExperiment) -> dict[str, Any]:
-    attrs: dict[str, Any] = {
-        "source": "documented",
-        "documented_experiment": experiment.key,
-        "report": experiment.report,
-        "experiment": experiment.name,
-        "documented_dataset": experiment.dataset,
-        DOCUMENTED_EPOCHS: experiment.epochs,
-        "claims": {c.metric: c.value for c in experiment.claims},
-    }
-    if experiment.early_stopping_patience is not None:
-        attrs[EARLY_STOPPING] = experiment.early_stopping_patience
-    return attrs
-
-
 def enqueue_documented(study: optuna.Study, space: SearchSpace,
                        experiments: Sequence[DocumentedExperiment] | None = None) -> int:
     """Enqueue each documented experiment not yet in the study; returns how many were added."""
@@ -103,7 +86,7 @@ def enqueue_documented(study: optuna.Study, space: SearchSpace,
         if experiment.key in present:
             continue
         study.enqueue_trial(space.trial_params(experiment.config),
-                            user_attrs=documented_attrs(experiment))
+                            user_attrs=experiment.trial_attrs())
         added += 1
     return added
 

@@ -12,6 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+# user attributes of an enqueued documented trial that the objective reads back
+DOCUMENTED_EPOCHS = "documented_epochs"
+EARLY_STOPPING = "early_stopping_patience"
+
 
 class UnknownSpaceError(LookupError):
     """A space name that no module in `spaces/` defines."""
@@ -181,6 +185,21 @@ class DocumentedExperiment:
 
     def claim(self, metric: str) -> float | None:
         return next((c.value for c in self.claims if c.metric == metric), None)
+
+    def trial_attrs(self) -> dict[str, Any]:
+        """User attributes that tag its replayed trial and carry its protocol to the objective."""
+        attrs: dict[str, Any] = {
+            "source": "documented",
+            "documented_experiment": self.key,
+            "report": self.report,
+            "experiment": self.name,
+            "documented_dataset": self.dataset,
+            DOCUMENTED_EPOCHS: self.epochs,
+            "claims": {c.metric: c.value for c in self.claims},
+        }
+        if self.early_stopping_patience is not None:
+            attrs[EARLY_STOPPING] = self.early_stopping_patience
+        return attrs
 
 
 @dataclass(frozen=True)
