@@ -21,9 +21,9 @@ from sklearn.model_selection import train_test_split
 from torchvision import datasets
 from torchvision.datasets.utils import extract_archive
 
-from objectives.datasets import DATA_ENV, RAW_FILES, DataUnavailableError
+from objectives.datasets import DATA_ENV, DATASET_CHOICES, RAW_FILES, DataUnavailableError
 
-DATASETS: dict[str, type[datasets.MNIST]] = {
+SOURCE_CLASSES: dict[str, type[datasets.MNIST]] = {
     "kmnist": datasets.KMNIST,
     "mnist": datasets.MNIST,
     "fashion-mnist": datasets.FashionMNIST,
@@ -49,8 +49,8 @@ class SearchData:
     split_hash: str  # identifies which images went to validation
 
 
-def raw_folder(dataset: str, data_dir: Path) -> Path:
-    return Path(data_dir) / DATASETS[dataset].__name__ / "raw"
+def raw_folder(source: str, data_dir: Path) -> Path:
+    return Path(data_dir) / SOURCE_CLASSES[source].__name__ / "raw"
 
 
 def _extract_local_archives(folder: Path) -> None:
@@ -64,9 +64,17 @@ def _extract_local_archives(folder: Path) -> None:
 
 
 def load_raw(dataset: str, data_dir: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images (N, 28, 28) and int64 labels of one official split, via torchvision."""
-    if dataset not in DATASETS:
-        raise DataUnavailableError(f"unknown dataset {dataset!r}: use one of {', '.join(DATASETS)}")
+    """uint8 images (N, 28, 28) and int64 labels (grouped if the choice groups them)."""
+    if dataset not in DATASET_CHOICES:
+        raise DataUnavailableError(
+            f"unknown dataset {dataset!r}: use one of {', '.join(DATASET_CHOICES)}"
+        )
+    choice = DATASET_CHOICES[dataset]
+    images, labels = _load_source(choice.source, data_dir, train)
+    return images, torch.tensor(choice.label_map())[labels]
+
+
+def _load_source(dataset: str, data_dir: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     folder = raw_folder(dataset, data_dir)
     try:
         _extract_local_archives(folder)
@@ -75,7 +83,7 @@ def load_raw(dataset: str, data_dir: Path, train: bool) -> tuple[torch.Tensor, t
     try:
         # torchvision prints each failed mirror; the one-line error below says it all
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            ds = DATASETS[dataset](str(data_dir), train=train, download=True)
+            ds = SOURCE_CLASSES[dataset](str(data_dir), train=train, download=True)
     except Exception:
         missing = [
             f"{name}.gz"
@@ -131,7 +139,7 @@ def load_search_data(dataset: str, data_dir: Path, val_fraction: float, seed: in
     return SearchData(
         train=to_device(images[train_idx], labels[train_idx], mean, std, device),
         val=to_device(images[val_idx], labels[val_idx], mean, std, device),
-        num_classes=int(labels.max()) + 1,
+        num_classes=DATASET_CHOICES[dataset].num_classes,
         mean=mean,
         std=std,
         split_hash=digest[:16],
@@ -159,10 +167,10 @@ def write_idx_labels(path: Path, labels: np.ndarray) -> None:
         f.write(header + labels.astype(np.uint8).tobytes())
 
 
-def write_root(data_dir: Path, dataset: str, train: tuple[np.ndarray, np.ndarray],
+def write_root(data_dir: Path, source: str, train: tuple[np.ndarray, np.ndarray],
                test: tuple[np.ndarray, np.ndarray]) -> Path:
     """Write a torchvision-layout root (`<data_dir>/<Dataset>/raw/*.gz`)."""
-    folder = raw_folder(dataset, data_dir)
+    folder = raw_folder(source, data_dir)
     folder.mkdir(parents=True, exist_ok=True)
     for is_train, (images, labels) in ((True, train), (False, test)):
         image_name, label_name = RAW_FILES[is_train]
@@ -180,19 +188,19 @@ def read_idx_gz(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def build_root_from_test_images(source: Path, data_dir: Path, test_fraction: float = 0.2,
-                                seed: int = 0, dataset: str = "kmnist") -> Path:
+def build_root_from_test_images(idx_folder: Path, data_dir: Path, test_fraction: float = 0.2,
+                                seed: int = 0, source: str = "kmnist") -> Path:
     """A dataset root made only of the official test images, split stratified into train/test.
 
     Used where the official training images cannot be had (these machines).
     """
     try:
-        images = read_idx_gz(Path(source) / "t10k-images-idx3-ubyte.gz")
-        labels = read_idx_gz(Path(source) / "t10k-labels-idx1-ubyte.gz")
+        images = read_idx_gz(Path(idx_folder) / "t10k-images-idx3-ubyte.gz")
+        labels = read_idx_gz(Path(idx_folder) / "t10k-labels-idx1-ubyte.gz")
     except (OSError, EOFError, struct.error, ValueError) as error:
         raise DataUnavailableError(
-            f"cannot read t10k-images/labels-idx*-ubyte.gz in {source}: {error}"
+            f"cannot read t10k-images/labels-idx*-ubyte.gz in {idx_folder}: {error}"
         ) from None
     train_idx, test_idx = split_indices(labels, test_fraction, seed)
-    return write_root(data_dir, dataset, (images[train_idx], labels[train_idx]),
+    return write_root(data_dir, source, (images[train_idx], labels[train_idx]),
                       (images[test_idx], labels[test_idx]))

@@ -1,11 +1,16 @@
-"""Which datasets exist and where their files go: plain data, importable without torch."""
+"""Which datasets exist and where their files go: plain data, importable without torch.
+
+A dataset choice is a file source (kmnist, mnist, fashion-mnist) plus an optional label
+grouping, e.g. seed 004's four merged MNIST classes.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-DATASET_NAMES = ("kmnist", "mnist", "fashion-mnist")
+SOURCES = ("kmnist", "mnist", "fashion-mnist")
 DATA_ENV = "KMNIST_SEARCH_DATA"
 RAW_FILES = {
     True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -15,6 +20,40 @@ RAW_FILES = {
 
 class DataUnavailableError(RuntimeError):
     """The dataset files are missing, unreadable or corrupt; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class DatasetChoice:
+    name: str
+    source: str  # which files to read
+    groups: tuple[tuple[int, ...], ...] | None = None  # new class i = the original labels in groups[i]
+
+    @property
+    def num_classes(self) -> int:
+        return 10 if self.groups is None else len(self.groups)
+
+    def label_map(self) -> list[int]:
+        """original label -> grouped label."""
+        if self.groups is None:
+            return list(range(10))
+        mapping = [-1] * 10
+        for new, members in enumerate(self.groups):
+            for original in members:
+                mapping[original] = new
+        return mapping
+
+
+DATASET_CHOICES = {
+    choice.name: choice
+    for choice in (
+        DatasetChoice("kmnist", "kmnist"),
+        DatasetChoice("mnist", "mnist"),
+        DatasetChoice("fashion-mnist", "fashion-mnist"),
+        # seed 004 experiment 2: {0,6}, {1,7}, {2,3,5,8}, {4,9}
+        DatasetChoice("mnist-merged4", "mnist", ((0, 6), (1, 7), (2, 3, 5, 8), (4, 9))),
+    )
+}
+DATASET_NAMES = tuple(DATASET_CHOICES)
 
 
 def default_data_dir() -> Path:

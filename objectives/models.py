@@ -16,6 +16,7 @@ class MLPConfig:
     hidden_layers: tuple[int, ...]
     dropout: float = 0.0
     num_classes: int = 10
+    dropout_placement: str = "every"  # after "every" hidden layer, or only the "first"
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,11 @@ ModelConfig = MLPConfig | CNNConfig
 def build_mlp(config: MLPConfig) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Flatten()]
     width = IMAGE_SIZE * IMAGE_SIZE
-    for hidden in config.hidden_layers:
+    if config.dropout_placement not in ("every", "first"):
+        raise ValueError(f"unknown dropout placement {config.dropout_placement!r}: use every or first")
+    for index, hidden in enumerate(config.hidden_layers):
         layers += [nn.Linear(width, hidden), nn.ReLU()]
-        if config.dropout > 0:
+        if config.dropout > 0 and (config.dropout_placement == "every" or index == 0):
             layers.append(nn.Dropout(config.dropout))
         width = hidden
     layers.append(nn.Linear(width, config.num_classes))
@@ -77,6 +80,8 @@ def build_cnn(config: CNNConfig) -> nn.Sequential:
         if size < 1:
             raise ValueError(f"the conv blocks shrink a {IMAGE_SIZE}x{IMAGE_SIZE} image to nothing")
     layers.append(nn.Flatten())
+    if config.dropout > 0:
+        layers.append(nn.Dropout(config.dropout))
     width = channels * size * size
     for hidden in config.dense_layers:
         layers += [nn.Linear(width, hidden), nn.ReLU()]
@@ -98,7 +103,8 @@ def count_parameters(model: nn.Module) -> int:
 def model_config(family: str, params: Mapping[str, Any], num_classes: int) -> ModelConfig:
     """Map a trial's (or a documented experiment's) parameters to a model configuration."""
     if family == "mlp":
-        return MLPConfig(tuple(params["hidden_layers"]), params.get("dropout", 0.0), num_classes)
+        return MLPConfig(tuple(params["hidden_layers"]), params.get("dropout", 0.0), num_classes,
+                         params.get("dropout_placement", "every"))
     if family == "cnn":
         blocks = tuple(b if isinstance(b, ConvBlock) else ConvBlock(**b) for b in params["conv_blocks"])
         return CNNConfig(

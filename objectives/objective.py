@@ -12,12 +12,13 @@ from typing import Any
 
 import optuna
 
-from objectives.data import SearchData
+from objectives.data import SearchData, TensorSplit
 from objectives.models import build_model, count_parameters, model_config
 from objectives.training import (
     EpochResult,
     NonFiniteLossError,
     TrainSettings,
+    evaluate,
     seed_everything,
     train,
 )
@@ -32,10 +33,16 @@ def trial_epochs(budget: int, documented: int | None) -> int:
 
 
 class Objective:
+    """Trains the trial's model; maximises the best validation accuracy over its epochs.
+
+    `test` is given only by replay, whose claims to check are test accuracies; the
+    search itself never passes it.
+    """
+
     def __init__(self, space: SearchSpace, data: SearchData, epochs: int, seed: int,
-                 on_epoch: EpochListener | None = None) -> None:
+                 on_epoch: EpochListener | None = None, test: TensorSplit | None = None) -> None:
         self.space, self.data, self.epochs, self.seed = space, data, epochs, seed
-        self.on_epoch = on_epoch
+        self.on_epoch, self.test = on_epoch, test
 
     def __call__(self, trial: optuna.Trial) -> float:
         params: dict[str, Any] = self.space.suggest(trial)
@@ -79,4 +86,10 @@ class Objective:
         except NonFiniteLossError as error:
             trial.set_user_attr("pruned_reason", str(error))
             raise optuna.TrialPruned(str(error)) from None
+        trial.set_user_attr("epochs_run", len(history))
+        trial.set_user_attr("min_val_loss", min(r.val_loss for r in history))
+        if self.test is not None:
+            evaluation = evaluate(model, self.test)
+            trial.set_user_attr("test_accuracy", evaluation.accuracy)
+            trial.set_user_attr("test_loss", evaluation.loss)
         return max(r.val_accuracy for r in history)

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import optuna
 from rich.console import Console
+from rich.table import Table
 
-from objectives.datasets import DATASET_NAMES, DataUnavailableError, default_data_dir
+from objectives.datasets import DATASET_NAMES, SOURCES, DataUnavailableError, default_data_dir
 from search.progress import SearchProgress, leaderboard_table
+from search.replay import TABLE_COLUMNS, table_cells
 from search.study import (
     PRUNERS,
     StudyMismatchError,
@@ -95,6 +97,26 @@ def build_parser() -> argparse.ArgumentParser:
                        help="do not enqueue the space's documented experiments")
     _add_data_options(start)
 
+    replay = commands.add_parser(
+        "replay", help="run the documented experiments and audit the reports' claims"
+    )
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("--space", help="replay this space's documented experiments")
+    which.add_argument("--all", action="store_true", help="replay every documented experiment")
+    replay.add_argument("--max-epochs", type=_positive_int, default=None,
+                        help="cap each experiment's documented epochs (the cap is shown)")
+    replay.add_argument("--storage", default=DEFAULT_STORAGE)
+    replay.add_argument("--out", type=Path, default=Path("replay"),
+                        help="folder for replay.csv, replay.md and claims.csv (default ./replay)")
+    replay.add_argument("--tolerance", type=_fraction, default=0.01,
+                        help="accuracy difference still counted as reproduced (default 0.01)")
+    replay.add_argument("--dataset", choices=DATASET_NAMES, default=None,
+                        help="run every experiment on this dataset (default: each its documented one)")
+    replay.add_argument("--data-dir", type=Path, default=None)
+    replay.add_argument("--val-fraction", type=_fraction, default=1 / 6)
+    replay.add_argument("--seed", type=int, default=0)
+    replay.add_argument("--device", type=_device, default="auto")
+
     commands.add_parser("spaces", help="list the search spaces and their documented experiments")
 
     status = commands.add_parser("status", help="print a study's leaderboard")
@@ -108,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="folder with t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz")
     root.add_argument("--out", type=Path, required=True, help="dataset root to write")
     root.add_argument("--test-fraction", type=_fraction, default=0.2)
-    root.add_argument("--dataset", choices=DATASET_NAMES, default="kmnist")
+    root.add_argument("--dataset", choices=SOURCES, default="kmnist")
     root.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -151,6 +173,55 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
         f"  kmnist-search status --study {study_name} --storage {args.storage}",
         highlight=False,
     )
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, console: Console) -> int:
+    from objectives.data import load_search_data, load_test_split
+    from objectives.objective import Objective
+    from objectives.training import resolve_device
+    from search.replay import audit_rows, headline, replay_experiment, select_experiments, write_audit
+
+    spaces = ALL_SPACES if args.all else (get_space(args.space),)
+    storage = open_storage(args.storage)
+    device = resolve_device(args.device)
+    data_dir = args.data_dir or default_data_dir()
+    chosen = select_experiments(spaces)
+    loaded: dict[str, tuple | str] = {}  # dataset -> (search data, test split) or why not
+    claims, summary = [], []
+    for space, experiment in chosen:
+        dataset = args.dataset or experiment.dataset
+        if dataset not in loaded:
+            try:
+                data = load_search_data(dataset, data_dir, args.val_fraction, args.seed, device)
+                loaded[dataset] = (data, load_test_split(dataset, data_dir, data.mean, data.std, device))
+            except DataUnavailableError as error:
+                loaded[dataset] = f"not run: {error}"
+        if isinstance(loaded[dataset], str):
+            rows = audit_rows(space, experiment, dataset, None, 0, not_run=loaded[dataset],
+                              accuracy_tolerance=args.tolerance)
+        else:
+            data, test = loaded[dataset]
+            epochs = min(experiment.epochs, args.max_epochs or experiment.epochs)
+            console.print(f"replaying {experiment.key} on {dataset} for {epochs} of "
+                          f"{experiment.epochs} epochs", highlight=False)
+            objective = Objective(space, data, epochs, args.seed, test=test)
+            trial = replay_experiment(storage, space, experiment, dataset, objective, args.seed)
+            rows = audit_rows(space, experiment, dataset, trial, len(data.train) + len(data.val),
+                              accuracy_tolerance=args.tolerance)
+        claims += rows
+        summary.append(headline(rows))
+    table = Table(title="documented vs reproduced")
+    for column in TABLE_COLUMNS:
+        table.add_column(column, overflow="fold")
+    for row in summary:
+        table.add_row(*table_cells(row))
+    console.print(table)
+    cap = f"epochs capped at {args.max_epochs}" if args.max_epochs else "documented epochs"
+    header = (f"Data: {data_dir}; {cap}; validation fraction {args.val_fraction:.3g}; seed {args.seed}; "
+              f"accuracy tolerance {args.tolerance:g}.")
+    for path in write_audit(args.out, summary, claims, header):
+        console.print(f"wrote {path}", highlight=False)
     return 0
 
 
@@ -201,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "start":
             return cmd_start(args, console)
+        if args.command == "replay":
+            return cmd_replay(args, console)
         if args.command == "spaces":
             return cmd_spaces(console)
         if args.command == "status":

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from spaces.base import SearchSpace, UnknownSpaceError
+from spaces.cnn_regularisation import CNN_REGULARISATION
+from spaces.mlp_architecture import MLP_ARCHITECTURE
 from spaces.mlp_regularisation import MLP_REGULARISATION
 
-ALL_SPACES: tuple[SearchSpace, ...] = (MLP_REGULARISATION,)
+ALL_SPACES: tuple[SearchSpace, ...] = (MLP_REGULARISATION, MLP_ARCHITECTURE, CNN_REGULARISATION)
 
 
 def get_space(name: str) -> SearchSpace:

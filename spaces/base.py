@@ -141,7 +141,36 @@ class WidthsParam:
         return "{" + ", ".join(format_widths(c) for c in self.choices) + "}"
 
 
-Param = FloatParam | IntParam | ChoiceParam | OptionalLogFloatParam | WidthsParam
+@dataclass(frozen=True)
+class LayerWidthsParam:
+    """Depth, then one width per layer that exists (define-by-run: `width_3` only when depth >= 3)."""
+
+    name: str
+    min_layers: int
+    max_layers: int
+    widths: tuple[int, ...]
+
+    @property
+    def depth_name(self) -> str:
+        return f"n_{self.name}"
+
+    def suggest(self, trial: TrialLike) -> tuple[int, ...]:
+        depth = trial.suggest_int(self.depth_name, self.min_layers, self.max_layers)
+        return tuple(
+            trial.suggest_categorical(f"width_{i}", list(self.widths)) for i in range(1, depth + 1)
+        )
+
+    def trial_params(self, value: tuple[int, ...]) -> dict[str, Any]:
+        return {self.depth_name: len(value), **{f"width_{i}": w for i, w in enumerate(value, 1)}}
+
+    def contains(self, value: Any) -> bool:
+        return self.min_layers <= len(value) <= self.max_layers and all(w in self.widths for w in value)
+
+    def describe(self) -> str:
+        return f"{self.min_layers}..{self.max_layers} layers, each of {{{', '.join(map(str, self.widths))}}}"
+
+
+Param = LayerWidthsParam | FloatParam | IntParam | ChoiceParam | OptionalLogFloatParam | WidthsParam
 
 
 def format_widths(widths: tuple[int, ...]) -> str:

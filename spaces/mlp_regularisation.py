@@ -22,9 +22,13 @@ MLP_REGULARISATION = SearchSpace(
             ),
         ),
         FloatParam("dropout", 0.0, 0.6),
+        ChoiceParam("dropout_placement", ("every", "first")),
         OptionalLogFloatParam("weight_decay", 1e-6, 1e-2),
         FloatParam("learning_rate", 1e-5, 1e-2, log=True),
         ChoiceParam("batch_size", (32, 64, 128, 256)),
     ),
-    experiments=(doc.R000_EXP1, doc.R000_EXP2, doc.R000_EXP3),
+    experiments=(
+        doc.R000_EXP1, doc.R000_EXP2, doc.R000_EXP3, doc.R002_EXP1, doc.R002_EXP2,
+        *doc.R003_EXPERIMENTS,
+    ),
 )
