@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
+import torch
 
 from objectives.data import SearchData, TensorSplit
 from objectives.models import build_model, count_parameters, model_config
@@ -27,6 +29,19 @@ from spaces.base import DOCUMENTED_EPOCHS, EARLY_STOPPING, SearchSpace
 EpochListener = Callable[[int, EpochResult], None]
 
 
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What a finished (or pruned) trial leaves behind for evidence writers."""
+
+    history: list[EpochResult]
+    num_classes: int
+    val_labels: torch.Tensor | None = None  # CPU; only for completed trials
+    val_predictions: torch.Tensor | None = None
+
+
+TrialEndListener = Callable[[optuna.Trial, TrialOutcome], None]
+
+
 def trial_epochs(budget: int, documented: int | None) -> int:
     """A documented experiment runs its own epoch count, capped at the search's budget."""
     return budget if documented is None else min(budget, documented)
@@ -40,9 +55,10 @@ class Objective:
     """
 
     def __init__(self, space: SearchSpace, data: SearchData, epochs: int, seed: int,
-                 on_epoch: EpochListener | None = None, test: TensorSplit | None = None) -> None:
+                 on_epoch: EpochListener | None = None, test: TensorSplit | None = None,
+                 on_trial_end: TrialEndListener | None = None) -> None:
         self.space, self.data, self.epochs, self.seed = space, data, epochs, seed
-        self.on_epoch, self.test = on_epoch, test
+        self.on_epoch, self.test, self.on_trial_end = on_epoch, test, on_trial_end
 
     def __call__(self, trial: optuna.Trial) -> float:
         params: dict[str, Any] = self.space.suggest(trial)
@@ -85,11 +101,24 @@ class Objective:
             train(model, self.data.train, self.data.val, settings, report)
         except NonFiniteLossError as error:
             trial.set_user_attr("pruned_reason", str(error))
+            self._trial_ended(trial, TrialOutcome(history, self.data.num_classes))
             raise optuna.TrialPruned(str(error)) from None
+        except optuna.TrialPruned:
+            self._trial_ended(trial, TrialOutcome(history, self.data.num_classes))
+            raise
         trial.set_user_attr("epochs_run", len(history))
         trial.set_user_attr("min_val_loss", min(r.val_loss for r in history))
         if self.test is not None:
             evaluation = evaluate(model, self.test)
             trial.set_user_attr("test_accuracy", evaluation.accuracy)
             trial.set_user_attr("test_loss", evaluation.loss)
+        if self.on_trial_end is not None:
+            self._trial_ended(trial, TrialOutcome(
+                history, self.data.num_classes, self.data.val.labels.cpu(),
+                evaluate(model, self.data.val).predictions,
+            ))
         return max(r.val_accuracy for r in history)
+
+    def _trial_ended(self, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+        if self.on_trial_end is not None:
+            self.on_trial_end(trial, outcome)

@@ -33,6 +33,7 @@ from search.study import (
 )
 from spaces import ALL_SPACES, get_space
 from spaces.base import UnknownSpaceError, format_widths
+from storage.artifacts import artifact_dir, open_artifact_store
 from storage.urls import DEFAULT_STORAGE, StorageError, open_storage
 
 USER_ERRORS = (UnknownSpaceError, DataUnavailableError, StorageError, StudyMismatchError)
@@ -60,6 +61,16 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must lie between 0 and 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must lie between 1 and 65535, got {value}")
     return value
 
 
@@ -93,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--epochs", type=_positive_int, default=10,
                        help="epoch budget per trial; longer documented runs are capped")
     start.add_argument("--pruner", choices=PRUNERS, default="median")
+    start.add_argument("--artifact-dir", type=Path, default=None,
+                       help="artifact store for plots and CSVs (default: <storage file>-artifacts)")
     start.add_argument("--no-replay", action="store_true",
                        help="do not enqueue the space's documented experiments")
     _add_data_options(start)
@@ -108,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--storage", default=DEFAULT_STORAGE)
     replay.add_argument("--out", type=Path, default=Path("replay"),
                         help="folder for replay.csv, replay.md and claims.csv (default ./replay)")
+    replay.add_argument("--artifact-dir", type=Path, default=None)
     replay.add_argument("--tolerance", type=_fraction, default=0.01,
                         help="accuracy difference still counted as reproduced (default 0.01)")
     replay.add_argument("--dataset", choices=DATASET_NAMES, default=None,
@@ -118,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--device", type=_device, default="auto")
 
     commands.add_parser("spaces", help="list the search spaces and their documented experiments")
+
+    dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on the study storage")
+    dashboard.add_argument("--storage", default=DEFAULT_STORAGE)
+    dashboard.add_argument("--host", default="127.0.0.1")
+    dashboard.add_argument("--port", type=_port, default=8080)
+    dashboard.add_argument("--artifact-dir", type=Path, default=None,
+                           help="artifact store (default: <storage file>-artifacts, as `start` writes)")
 
     status = commands.add_parser("status", help="print a study's leaderboard")
     status.add_argument("--study", help="study name (default: every study in the storage)")
@@ -133,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     root.add_argument("--dataset", choices=SOURCES, default="kmnist")
     root.add_argument("--seed", type=int, default=0)
     return parser
+
+
+def record_search_settings(study: optuna.Study, args: argparse.Namespace, split_hash: str) -> None:
+    """What export needs to rebuild the data split of this study."""
+    settings = {"val_fraction": args.val_fraction, "seed": args.seed, "split_hash": split_hash,
+                "epochs": args.epochs}
+    if study.user_attrs.get("search_settings") != settings:
+        study.set_user_attr("search_settings", settings)
 
 
 def cmd_start(args: argparse.Namespace, console: Console) -> int:
@@ -151,12 +180,15 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
     from objectives.data import load_search_data
     from objectives.objective import Objective
     from objectives.training import resolve_device
+    from search.evidence import TrialEvidence
 
     device = resolve_device(args.device)
     data_dir = args.data_dir or default_data_dir()
     data = load_search_data(args.dataset, data_dir, args.val_fraction, args.seed, device)
     study = open_study(storage, study_name, space, args.dataset, make_sampler(args.seed),
                        make_pruner(args.pruner, args.epochs))
+    record_search_settings(study, args, data.split_hash)
+    evidence = TrialEvidence(open_artifact_store(artifact_dir(args.storage, args.artifact_dir)))
     added = 0 if args.no_replay else enqueue_documented(study, space)
     console.print(
         f"study {study_name!r} on {args.storage}: {finished_count(study)} of {args.trials} trials "
@@ -164,12 +196,14 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
         f"{len(data.val)} validation images of {args.dataset} on {device}"
     )
     with SearchProgress(console, study, args.trials, args.epochs) as progress:
-        objective = Objective(space, data, args.epochs, args.seed, on_epoch=progress.on_epoch)
+        objective = Objective(space, data, args.epochs, args.seed, on_epoch=progress.on_epoch,
+                              on_trial_end=evidence)
         run_until(study, objective, args.trials, callbacks=[progress.on_trial])
     console.print(leaderboard_table(study))
     console.print(
         "next:\n"
-        f"  optuna-dashboard {args.storage}\n"
+        f"  kmnist-search dashboard --storage {args.storage}\n"
+        f"  kmnist-search export --study {study_name} --storage {args.storage} -o best.json\n"
         f"  kmnist-search status --study {study_name} --storage {args.storage}",
         highlight=False,
     )
@@ -180,10 +214,12 @@ def cmd_replay(args: argparse.Namespace, console: Console) -> int:
     from objectives.data import load_search_data, load_test_split
     from objectives.objective import Objective
     from objectives.training import resolve_device
+    from search.evidence import TrialEvidence
     from search.replay import audit_rows, headline, replay_experiment, select_experiments, write_audit
 
     spaces = ALL_SPACES if args.all else (get_space(args.space),)
     storage = open_storage(args.storage)
+    evidence = TrialEvidence(open_artifact_store(artifact_dir(args.storage, args.artifact_dir)))
     device = resolve_device(args.device)
     data_dir = args.data_dir or default_data_dir()
     chosen = select_experiments(spaces)
@@ -205,7 +241,7 @@ def cmd_replay(args: argparse.Namespace, console: Console) -> int:
             epochs = min(experiment.epochs, args.max_epochs or experiment.epochs)
             console.print(f"replaying {experiment.key} on {dataset} for {epochs} of "
                           f"{experiment.epochs} epochs", highlight=False)
-            objective = Objective(space, data, epochs, args.seed, test=test)
+            objective = Objective(space, data, epochs, args.seed, test=test, on_trial_end=evidence)
             trial = replay_experiment(storage, space, experiment, dataset, objective, args.seed)
             rows = audit_rows(space, experiment, dataset, trial, len(data.train) + len(data.val),
                               accuracy_tolerance=args.tolerance)
@@ -253,6 +289,17 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
+    from optuna_dashboard import run_server
+
+    storage = open_storage(args.storage)
+    folder = artifact_dir(args.storage, args.artifact_dir)
+    console.print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {args.storage} "
+                  f"(artifacts: {folder}); Ctrl-C stops it", highlight=False)
+    run_server(storage, host=args.host, port=args.port, artifact_store=open_artifact_store(folder))
+    return 0
+
+
 def cmd_build_root(args: argparse.Namespace, console: Console) -> int:
     from objectives.data import build_root_from_test_images
 
@@ -274,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_start(args, console)
         if args.command == "replay":
             return cmd_replay(args, console)
+        if args.command == "dashboard":
+            return cmd_dashboard(args, console)
         if args.command == "spaces":
             return cmd_spaces(console)
         if args.command == "status":
@@ -283,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kmnist-search {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if args.command == "dashboard":
+            return 0
         print("kmnist-search: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
 
