@@ -7,6 +7,7 @@ and the fix, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -17,9 +18,13 @@ from rich.console import Console
 from rich.table import Table
 
 from objectives.datasets import DATASET_NAMES, SOURCES, DataUnavailableError, default_data_dir
-from search.progress import SearchProgress, leaderboard_table
+from search.export import ExportError, checked_params, choose_trials, export_config
+from search.progress import leaderboard_table
 from search.replay import TABLE_COLUMNS, table_cells
 from search.study import (
+    GRACE_PERIOD_S,
+    HEARTBEAT_INTERVAL_S,
+    MAX_CONSECUTIVE_FAILURES,
     PRUNERS,
     StudyMismatchError,
     check_matches,
@@ -29,14 +34,22 @@ from search.study import (
     make_pruner,
     make_sampler,
     open_study,
-    run_until,
+    resume_interrupted,
+    retry_callback,
 )
 from spaces import ALL_SPACES, get_space
 from spaces.base import UnknownSpaceError, format_widths
-from storage.artifacts import artifact_dir, open_artifact_store
-from storage.urls import DEFAULT_STORAGE, StorageError, open_storage
+from storage.artifacts import artifact_dir, attach, open_artifact_store
+from storage.configs import FORMATS, ConfigError
+from storage.urls import DEFAULT_STORAGE, StorageError, open_storage, storage_lock
 
-USER_ERRORS = (UnknownSpaceError, DataUnavailableError, StorageError, StudyMismatchError)
+
+class SearchStoppedError(RuntimeError):
+    """The search gave up (every trial failing); stored trials are kept."""
+
+
+USER_ERRORS = (UnknownSpaceError, DataUnavailableError, StorageError, StudyMismatchError, ExportError,
+               ConfigError, SearchStoppedError)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -91,6 +104,16 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda[:N]")
 
 
+def _add_worker_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="torch threads per worker (default: cores / jobs)")
+    parser.add_argument("--heartbeat-interval", type=_positive_int, default=HEARTBEAT_INTERVAL_S,
+                        help=f"seconds between a running trial's heartbeats (default {HEARTBEAT_INTERVAL_S})")
+    parser.add_argument("--grace-period", type=_positive_int, default=GRACE_PERIOD_S,
+                        help="seconds without a heartbeat before a trial counts as dead and is retried "
+                        f"(default {GRACE_PERIOD_S})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="kmnist-search", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -106,9 +129,25 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--pruner", choices=PRUNERS, default="median")
     start.add_argument("--artifact-dir", type=Path, default=None,
                        help="artifact store for plots and CSVs (default: <storage file>-artifacts)")
+    start.add_argument("--jobs", type=_positive_int, default=1,
+                       help="worker processes on this machine (default 1)")
+    _add_worker_options(start)
     start.add_argument("--no-replay", action="store_true",
                        help="do not enqueue the space's documented experiments")
     _add_data_options(start)
+
+    worker = commands.add_parser(
+        "worker", help="join an existing study as one more worker (any machine that reaches its storage)"
+    )
+    worker.add_argument("--study", required=True)
+    worker.add_argument("--storage", default=DEFAULT_STORAGE)
+    worker.add_argument("--trials", type=_positive_int, default=None,
+                        help="total finished trials to reach (default: the target `start` set)")
+    worker.add_argument("--data-dir", type=Path, default=None)
+    worker.add_argument("--device", type=_device, default="auto")
+    worker.add_argument("--artifact-dir", type=Path, default=None)
+    worker.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_worker_options(worker)
 
     replay = commands.add_parser(
         "replay", help="run the documented experiments and audit the reports' claims"
@@ -130,6 +169,33 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--val-fraction", type=_fraction, default=1 / 6)
     replay.add_argument("--seed", type=int, default=0)
     replay.add_argument("--device", type=_device, default="auto")
+
+    export = commands.add_parser("export", help="write the best trial(s) as a self-contained config")
+    export.add_argument("--study", required=True)
+    export.add_argument("--storage", default=DEFAULT_STORAGE)
+    export.add_argument("-o", "--output", type=Path, default=None,
+                        help="file to write (default best.json or best.yaml)")
+    export.add_argument("-f", "--format", choices=FORMATS, default=None,
+                        help="json or yaml (default: from the -o suffix, else json)")
+    export.add_argument("--trial", type=int, default=None, help="export this trial instead of the best")
+    export.add_argument("--top", type=_positive_int, default=1,
+                        help="export the K best trials as NAME-1, NAME-2, ...")
+    export.add_argument("--force", action="store_true", help="overwrite existing files")
+
+    retrain = commands.add_parser("retrain", help="train an exported config on train+validation, test it")
+    retrain.add_argument("config", type=Path, help="a file written by `kmnist-search export`")
+    retrain.add_argument("--seeds", type=_positive_int, default=3,
+                         help="train this many times (seeds seed, seed+1, ...) and report mean ± std")
+    retrain.add_argument("--out", type=Path, default=None, help="run folder (default runs/<study>-trial<N>)")
+    retrain.add_argument("--data-dir", type=Path, default=None)
+    retrain.add_argument("--device", type=_device, default="auto")
+    retrain.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+
+    evaluate = commands.add_parser("evaluate", help="reload a retrained model and recompute test metrics")
+    evaluate.add_argument("run", type=Path, help="a folder written by `kmnist-search retrain`")
+    evaluate.add_argument("--data-dir", type=Path, default=None,
+                          help="dataset root (default: the one retrain used)")
+    evaluate.add_argument("--device", type=_device, default="auto")
 
     commands.add_parser("spaces", help="list the search spaces and their documented experiments")
 
@@ -157,17 +223,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def record_search_settings(study: optuna.Study, args: argparse.Namespace, split_hash: str) -> None:
-    """What export needs to rebuild the data split of this study."""
+    """What `worker` and `export` need to rejoin the study and rebuild its data split."""
     settings = {"val_fraction": args.val_fraction, "seed": args.seed, "split_hash": split_hash,
-                "epochs": args.epochs}
+                "epochs": args.epochs, "pruner": args.pruner, "target": args.trials}
     if study.user_attrs.get("search_settings") != settings:
         study.set_user_attr("search_settings", settings)
+
+
+def open_worker_storage(args: argparse.Namespace) -> optuna.storages.RDBStorage:
+    """Storage with heartbeats, so trials of dead workers fail and are retried."""
+    return open_storage(args.storage, heartbeat_interval=args.heartbeat_interval,
+                        grace_period=args.grace_period, stale_trial_callback=retry_callback())
 
 
 def cmd_start(args: argparse.Namespace, console: Console) -> int:
     space = get_space(args.space)
     study_name = args.study or space.name
-    storage = open_storage(args.storage)
+    storage = open_worker_storage(args)
     existing = find_study(storage, study_name)
     if existing is not None:
         check_matches(existing, space, args.dataset)
@@ -178,9 +250,8 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
             return 0
     # torch loads only now, so option and storage errors answer at once
     from objectives.data import load_search_data
-    from objectives.objective import Objective
     from objectives.training import resolve_device
-    from search.evidence import TrialEvidence
+    from search.worker import WorkerSettings, default_threads, run_worker, spawn_workers, wait_for_workers
 
     device = resolve_device(args.device)
     data_dir = args.data_dir or default_data_dir()
@@ -188,18 +259,29 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
     study = open_study(storage, study_name, space, args.dataset, make_sampler(args.seed),
                        make_pruner(args.pruner, args.epochs))
     record_search_settings(study, args, data.split_hash)
-    evidence = TrialEvidence(open_artifact_store(artifact_dir(args.storage, args.artifact_dir)))
-    added = 0 if args.no_replay else enqueue_documented(study, space)
+    added = 0 if args.no_replay else enqueue_documented(study, space, lock=storage_lock(args.storage))
+    resumed = resume_interrupted(study)
+    threads = args.threads or default_threads(args.jobs)
     console.print(
         f"study {study_name!r} on {args.storage}: {finished_count(study)} of {args.trials} trials "
-        f"finished, {added} documented experiments enqueued; {len(data.train)} train / "
-        f"{len(data.val)} validation images of {args.dataset} on {device}"
+        f"finished, {added} documented experiments enqueued, {resumed} interrupted trials resumed; "
+        f"{len(data.train)} train / {len(data.val)} validation images of {args.dataset} on {device}; "
+        f"{args.jobs} worker(s) x {threads} thread(s)", highlight=False,
     )
-    with SearchProgress(console, study, args.trials, args.epochs) as progress:
-        objective = Objective(space, data, args.epochs, args.seed, on_epoch=progress.on_epoch,
-                              on_trial_end=evidence)
-        run_until(study, objective, args.trials, callbacks=[progress.on_trial])
+    folder = artifact_dir(args.storage, args.artifact_dir)
+    extra = spawn_workers(args.jobs - 1, study_name, args.storage, args.trials, threads, data_dir,
+                          args.device, folder, args.heartbeat_interval, args.grace_period)
+    try:
+        settings = WorkerSettings(args.trials, args.epochs, args.seed, folder, threads)
+        completed = run_worker(study, space, data, settings, console)
+    finally:
+        problems = wait_for_workers(extra)
     console.print(leaderboard_table(study))
+    for problem in problems:
+        console.print(f"a worker failed: {problem}", highlight=False)
+    if not completed:
+        raise SearchStoppedError(f"stopped after {MAX_CONSECUTIVE_FAILURES} failed trials in a row: "
+                                 "see their fail_reason in `kmnist-search status` or the dashboard")
     console.print(
         "next:\n"
         f"  kmnist-search dashboard --storage {args.storage}\n"
@@ -207,6 +289,41 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
         f"  kmnist-search status --study {study_name} --storage {args.storage}",
         highlight=False,
     )
+    return 1 if problems else 0
+
+
+def cmd_worker(args: argparse.Namespace, console: Console) -> int:
+    storage = open_worker_storage(args)
+    study = find_study(storage, args.study)
+    if study is None or "search_settings" not in study.user_attrs:
+        raise StudyMismatchError(f"no study {args.study!r} started by kmnist-search in {args.storage}: "
+                                 "create it with `kmnist-search start --space NAME --study "
+                                 f"{args.study} --storage {args.storage}`")
+    settings = study.user_attrs["search_settings"]
+    space, dataset = get_space(study.user_attrs["space"]), study.user_attrs["dataset"]
+    target = args.trials or settings["target"]
+
+    from objectives.data import load_search_data
+    from objectives.training import resolve_device
+    from search.worker import WorkerSettings, default_threads, run_worker
+
+    data = load_search_data(dataset, args.data_dir or default_data_dir(), settings["val_fraction"],
+                            settings["seed"], resolve_device(args.device))
+    if data.split_hash != settings["split_hash"]:
+        raise StudyMismatchError(f"this worker's {dataset} files give a different validation split "
+                                 "than the study's: point --data-dir at the same dataset files")
+    study = optuna.load_study(study_name=args.study, storage=storage,
+                              sampler=make_sampler(settings["seed"] + os.getpid()),
+                              pruner=make_pruner(settings["pruner"], settings["epochs"]))
+    worker = WorkerSettings(target, settings["epochs"], settings["seed"],
+                            artifact_dir(args.storage, args.artifact_dir),
+                            args.threads or default_threads(1))
+    if not args.quiet:
+        console.print(f"worker joined study {args.study!r}: {finished_count(study)} of {target} "
+                      "trials finished", highlight=False)
+    completed = run_worker(study, space, data, worker, console, show_progress=not args.quiet)
+    if not completed:
+        raise SearchStoppedError(f"stopped after {MAX_CONSECUTIVE_FAILURES} failed trials in a row")
     return 0
 
 
@@ -300,6 +417,127 @@ def cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    from storage.configs import write_config
+
+    fmt = args.format or ("yaml" if args.output and args.output.suffix in (".yaml", ".yml") else "json")
+    output = args.output or Path(f"best.{fmt}")
+    storage = open_storage(args.storage)
+    study = find_study(storage, args.study)
+    if study is None:
+        raise ExportError(f"no study {args.study!r} in {args.storage}: see `kmnist-search status "
+                          f"--storage {args.storage}`")
+    trials = choose_trials(study, args.trial, args.top)
+    paths = [output] if len(trials) == 1 else [
+        output.with_name(f"{output.stem}-{rank}{output.suffix}") for rank in range(1, len(trials) + 1)
+    ]
+    for path in paths:  # check every target before writing any
+        if path.exists() and not args.force:
+            raise ConfigError(f"{path} exists: pass --force to overwrite it or choose another -o path")
+        if not path.parent.is_dir():
+            raise ConfigError(f"folder {path.parent} does not exist: create it or choose another -o path")
+    for trial, path in zip(trials, paths, strict=True):
+        write_config(export_config(study, trial, args.storage), path, fmt, force=args.force)
+        console.print(f"wrote {path}: trial {trial.number}, validation accuracy {trial.value:.4f}",
+                      highlight=False)
+    console.print(f"next: kmnist-search retrain {paths[0]} --seeds 3", highlight=False)
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace, console: Console) -> int:
+    from storage.configs import read_config
+
+    config = read_config(args.config)
+    _, params = checked_params(config)
+    provenance = config.get("provenance", {})
+    out = args.out or Path("runs") / f"{provenance.get('study', config['space'])}-trial" \
+        f"{provenance.get('trial', 'x')}"
+    if (out / "metrics.json").exists() and not args.force:
+        raise ConfigError(f"{out} already holds a retrained run: pass --force or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create {out} ({error.strerror}): choose a writable --out") from None
+
+    from objectives.training import resolve_device
+    from search.retrain import train_and_test, write_run
+
+    data_dir = args.data_dir or default_data_dir()
+    seeds = [config["seed"] + i for i in range(args.seeds)]
+    console.print(f"retraining {config['space']} on {config['dataset']} for {config['epochs']} epochs, "
+                  f"seeds {seeds}", highlight=False)
+    results = train_and_test(config, params, data_dir, seeds, resolve_device(args.device), out)
+    metrics = write_run(out, config, results, data_dir)
+    acc = metrics["test_accuracy"]
+    console.print(f"test accuracy {100 * acc['mean']:.2f}% ± {100 * acc['std']:.2f} over {len(seeds)} "
+                  f"seeds; wrote {out}/model.pt, metrics.json, report.md, confusion_matrix.png, "
+                  "learning_curve.png", highlight=False)
+    link_retrain_to_study(config, out, metrics, console)
+    return 0
+
+
+def link_retrain_to_study(config: dict, out: Path, metrics: dict, console: Console) -> None:
+    """Note on the exported trial (and artifacts on its study) so the dashboard shows where it went."""
+    from search.evidence import append_note
+
+    provenance = config.get("provenance", {})
+    if not {"storage", "study", "trial"} <= set(provenance):
+        return
+    try:
+        storage = open_storage(provenance["storage"])
+        study = find_study(storage, provenance["study"])
+    except StorageError as error:
+        console.print(f"warning: could not link the run to its study ({error})", highlight=False)
+        return
+    if study is None:
+        console.print(f"warning: study {provenance['study']!r} is gone; the run is not linked")
+        return
+    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == provenance["trial"])
+    acc = metrics["test_accuracy"]
+    summary = {"run": str(out.resolve()), "test_accuracy_mean": acc["mean"], "test_accuracy_std": acc["std"],
+               "seeds": metrics["seeds"]}
+    study.set_user_attr(f"retrained_trial_{trial.number}", summary)
+    store = open_artifact_store(artifact_dir(provenance["storage"]))
+    for name in ("report.md", "metrics.json", "confusion_matrix.png", "learning_curve.png"):
+        attach(store, out / name, study)
+    append_note(study, trial, f"## Retrained\n\n{out.resolve()}: test accuracy "
+                              f"{100 * acc['mean']:.2f}% ± {100 * acc['std']:.2f} over "
+                              f"{len(metrics['seeds'])} seeds (files attached to the study).")
+
+
+def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from objectives.data import load_raw, to_device
+    from objectives.training import evaluate, resolve_device
+    from search.retrain import load_saved_model, test_metrics
+
+    metrics_path = args.run / "metrics.json"
+    if not (args.run / "model.pt").exists() or not metrics_path.exists():
+        raise ConfigError(f"{args.run} holds no model.pt and metrics.json: give a folder written by "
+                          "`kmnist-search retrain`")
+    recorded = json.loads(metrics_path.read_text())
+    device = resolve_device(args.device)
+    model, saved = load_saved_model(args.run / "model.pt", device)
+    data_dir = args.data_dir or Path(recorded["data_dir"])
+    images, labels = load_raw(saved["config"]["dataset"], data_dir, train=False)
+    evaluation = evaluate(model, to_device(images, labels, saved["mean"], saved["std"], device))
+    details = test_metrics(labels.numpy(), evaluation.predictions.numpy(), saved["num_classes"])
+    expected = recorded["test_accuracy"]["per_seed"][str(saved["seed"])]
+    console.print(f"test accuracy {100 * evaluation.accuracy:.2f}%, loss {evaluation.loss:.4f} "
+                  f"({len(labels):,} images); retrain recorded {100 * expected:.2f}% for seed "
+                  f"{saved['seed']}: {'matches' if evaluation.accuracy == expected else 'DIFFERS'}",
+                  highlight=False)
+    table = Table(title="per class")
+    for column in ("class", "precision", "recall", "f1-score", "support"):
+        table.add_column(column)
+    for name, row in details["per_class"].items():
+        table.add_row(name, *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1-score")),
+                      str(row["support"]))
+    console.print(table)
+    return 0
+
+
 def cmd_build_root(args: argparse.Namespace, console: Console) -> int:
     from objectives.data import build_root_from_test_images
 
@@ -314,13 +552,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     if not console.is_terminal:  # logs and pipes: wide lines instead of folded tables
         console = Console(width=200)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # our progress lines report failed trials (with their reason) without Optuna's tracebacks
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         if args.command == "start":
             return cmd_start(args, console)
+        if args.command == "worker":
+            return cmd_worker(args, console)
         if args.command == "replay":
             return cmd_replay(args, console)
+        if args.command == "export":
+            return cmd_export(args, console)
+        if args.command == "retrain":
+            return cmd_retrain(args, console)
+        if args.command == "evaluate":
+            return cmd_evaluate(args, console)
         if args.command == "dashboard":
             return cmd_dashboard(args, console)
         if args.command == "spaces":
@@ -332,6 +579,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kmnist-search {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if args.command == "export":
+            return cmd_export(args, console)
+        if args.command == "retrain":
+            return cmd_retrain(args, console)
+        if args.command == "evaluate":
+            return cmd_evaluate(args, console)
         if args.command == "dashboard":
             return 0
         print("kmnist-search: interrupted; run the same command again to resume", file=sys.stderr)

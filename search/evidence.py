@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 from optuna.artifacts import FileSystemArtifactStore  # noqa: E402
 from optuna_dashboard import save_note  # noqa: E402
+from optuna_dashboard._note import get_note_from_system_attrs, save_note_with_version  # noqa: E402
 from sklearn.metrics import confusion_matrix  # noqa: E402
 
 from objectives.objective import TrialOutcome  # noqa: E402
@@ -113,3 +114,12 @@ class TrialEvidence:
         note = claims_note(trial, outcome.history)
         if note:
             save_note(trial, note)
+
+
+def append_note(study: optuna.Study, trial: optuna.trial.FrozenTrial, text: str) -> None:
+    """Add to a finished trial's dashboard note (notes live in study attributes, so this works
+    after the trial ended, unlike trial attributes)."""
+    storage, study_id = study._storage, study._study_id
+    note = get_note_from_system_attrs(storage.get_study_system_attrs(study_id), trial._trial_id)
+    body = f"{note['body']}\n\n{text}" if note["body"] else text
+    save_note_with_version(storage, study_id, trial._trial_id, note["version"] + 1, body)

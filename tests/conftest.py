@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,12 @@ CLI = Path(sys.executable).parent / "kmnist-search"
 
 
 def synthetic_images(n: int, num_classes: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Learnable 28x28 images: each class is a fixed random stroke pattern plus noise."""
+    """Learnable 28x28 images: each class is a fixed random stroke pattern plus noise.
+
+    The patterns are the same for every seed, so train and test sets share their classes.
+    """
+    templates = (np.random.default_rng(1234).random((num_classes, 28, 28)) > 0.7) * 200.0
     rng = np.random.default_rng(seed)
-    templates = (rng.random((num_classes, 28, 28)) > 0.7) * 200.0
     labels = np.arange(n) % num_classes
     rng.shuffle(labels)
     noise = rng.normal(0, 40, (n, 28, 28))
@@ -60,3 +64,46 @@ def offline_env() -> dict[str, str]:
 def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([str(CLI), *args], cwd=cwd, env=offline_env(), capture_output=True,
                           text=True, timeout=timeout)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL server on a loopback port (Debian's postgresql package)."""
+    import glob
+    import shutil
+
+    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not binaries:
+        pytest.skip("PostgreSQL server binaries not installed (Debian package postgresql)")
+    bin_dir = Path(binaries[-1])
+    # not under pytest's tmp folder: that is private to root, and the server runs as postgres
+    folder = Path(tempfile.mkdtemp(prefix="kmnist-search-pg-"))
+    data, sockets = folder / "data", folder / "sockets"
+    sockets.mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser: cannot start PostgreSQL")
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(folder, "postgres")
+        shutil.chown(sockets, "postgres")
+    port = _free_port()
+    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres",
+                    "--auth=trust"], check=True, capture_output=True)
+    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w",
+                    "-o", f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c max_connections=100",
+                    "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)

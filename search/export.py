@@ -1,0 +1,96 @@
+"""From a study's trials to self-contained configurations, and back to a validated config."""
+
+from __future__ import annotations
+
+import datetime as dt
+from importlib.metadata import version
+from typing import Any
+
+import optuna
+from optuna.trial import FixedTrial, FrozenTrial, TrialState
+
+from spaces import get_space
+from spaces.base import SearchSpace
+from storage.configs import FORMAT, ConfigError
+
+
+class ExportError(ValueError):
+    """A study or trial that cannot be exported; the message says what to do."""
+
+
+def _plain(value: Any) -> Any:
+    """JSON/YAML-friendly: tuples become lists, recursively."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _space_value(value: Any) -> Any:
+    """Back from a file: lists become the tuples the spaces hold."""
+    if isinstance(value, list):
+        return tuple(_space_value(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _space_value(v) for k, v in value.items()}
+    return value
+
+
+def trial_config(trial: FrozenTrial, space: SearchSpace) -> dict[str, Any]:
+    """A trial's parameters in the space's own terms, rebuilt without training."""
+    return space.suggest(FixedTrial(trial.params))
+
+
+def choose_trials(study: optuna.Study, trial_number: int | None, top: int) -> list[FrozenTrial]:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise ExportError(f"study {study.study_name!r} has no completed trial: run "
+                          f"`kmnist-search start --study {study.study_name}` first")
+    if trial_number is not None:
+        match = [t for t in study.get_trials(deepcopy=False) if t.number == trial_number]
+        if not match:
+            raise ExportError(f"study {study.study_name!r} has no trial {trial_number}: see "
+                              "`kmnist-search status`")
+        if match[0].state != TrialState.COMPLETE:
+            raise ExportError(f"trial {trial_number} is {match[0].state.name.lower()}, not complete: "
+                              "export a completed trial")
+        return match
+    return sorted(complete, key=lambda t: t.value, reverse=True)[:top]
+
+
+def export_config(study: optuna.Study, trial: FrozenTrial, storage_url: str) -> dict[str, Any]:
+    space = get_space(study.user_attrs["space"])
+    settings = study.user_attrs.get("search_settings", {})
+    return {
+        "format": FORMAT,
+        "space": space.name,
+        "family": space.family,
+        "dataset": study.user_attrs["dataset"],
+        "params": _plain(trial_config(trial, space)),
+        "epochs": int(trial.user_attrs.get("best_epoch", len(trial.intermediate_values) or 1)),
+        "seed": int(settings.get("seed", 0)),
+        "val_fraction": float(settings.get("val_fraction", 1 / 6)),
+        "provenance": {
+            "study": study.study_name,
+            "storage": storage_url,
+            "trial": trial.number,
+            "validation_accuracy": trial.value,
+            "split_hash": settings.get("split_hash"),
+            "source": trial.user_attrs.get("documented_experiment", "sampled"),
+            "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "versions": {name: version(name) for name in ("kmnist-search", "torch", "optuna")},
+        },
+    }
+
+
+def checked_params(config: dict[str, Any]) -> tuple[SearchSpace, dict[str, Any]]:
+    """The config's space and its parameters as the space holds them; raises if they don't fit."""
+    space = get_space(config["space"])
+    if config["family"] != space.family:
+        raise ConfigError(f"family {config['family']!r} does not match space {space.name!r} "
+                          f"({space.family}): re-export the configuration")
+    params = {**space.fixed, **_space_value(config["params"])}
+    problems = space.problems(params)
+    if problems:
+        raise ConfigError(f"params do not fit space {space.name!r}: {'; '.join(problems)}")
+    return space, params
