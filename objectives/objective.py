@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -40,6 +41,7 @@ class TrialOutcome:
 
 
 TrialEndListener = Callable[[optuna.Trial, TrialOutcome], None]
+CheckpointPath = Callable[[optuna.Trial], Path | None]
 
 
 def trial_epochs(budget: int, documented: int | None) -> int:
@@ -56,9 +58,11 @@ class Objective:
 
     def __init__(self, space: SearchSpace, data: SearchData, epochs: int, seed: int,
                  on_epoch: EpochListener | None = None, test: TensorSplit | None = None,
-                 on_trial_end: TrialEndListener | None = None) -> None:
+                 on_trial_end: TrialEndListener | None = None,
+                 checkpoint_for: CheckpointPath | None = None) -> None:
         self.space, self.data, self.epochs, self.seed = space, data, epochs, seed
         self.on_epoch, self.test, self.on_trial_end = on_epoch, test, on_trial_end
+        self.checkpoint_for = checkpoint_for
 
     def __call__(self, trial: optuna.Trial) -> float:
         params: dict[str, Any] = self.space.suggest(trial)
@@ -66,7 +70,9 @@ class Objective:
         epochs = trial_epochs(self.epochs, documented)
         if documented is not None and documented > epochs:
             trial.set_user_attr("epochs_capped_from", documented)
-        seed = self.seed + trial.number
+        checkpoint = self.checkpoint_for(trial) if self.checkpoint_for else None
+        # a retried trial keeps its predecessor's seed so its resumed run is the same run
+        seed = self.seed + trial.user_attrs.get("train_seed_offset", trial.number)
         seed_everything(seed)
         device = self.data.train.images.device
         model = build_model(model_config(self.space.family, params, self.data.num_classes))
@@ -74,6 +80,7 @@ class Objective:
         trial.set_user_attr("param_count", count_parameters(model))
         trial.set_user_attr("device", str(device))
         trial.set_user_attr("train_seed", seed)
+        trial.set_user_attr("train_seed_offset", seed - self.seed)
         settings = TrainSettings(
             epochs=epochs,
             batch_size=params["batch_size"],
@@ -86,6 +93,8 @@ class Objective:
 
         def report(result: EpochResult) -> None:
             history.append(result)
+            if result.restored:
+                trial.set_user_attr("resumed_from_epoch", result.epoch)
             best = max(history, key=lambda r: r.val_accuracy)
             trial.set_user_attr("best_epoch", best.epoch)
             trial.set_user_attr(
@@ -97,14 +106,18 @@ class Objective:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {result.epoch}")
 
+        def checkpoint_failed(error: OSError) -> None:
+            trial.set_user_attr("checkpoint_error", str(error))
+
         try:
-            train(model, self.data.train, self.data.val, settings, report)
+            train(model, self.data.train, self.data.val, settings, report, checkpoint,
+                  checkpoint_failed)
         except NonFiniteLossError as error:
             trial.set_user_attr("pruned_reason", str(error))
-            self._trial_ended(trial, TrialOutcome(history, self.data.num_classes))
+            self._trial_ended(trial, TrialOutcome(history, self.data.num_classes), checkpoint)
             raise optuna.TrialPruned(str(error)) from None
         except optuna.TrialPruned:
-            self._trial_ended(trial, TrialOutcome(history, self.data.num_classes))
+            self._trial_ended(trial, TrialOutcome(history, self.data.num_classes), checkpoint)
             raise
         trial.set_user_attr("epochs_run", len(history))
         trial.set_user_attr("min_val_loss", min(r.val_loss for r in history))
@@ -112,13 +125,14 @@ class Objective:
             evaluation = evaluate(model, self.test)
             trial.set_user_attr("test_accuracy", evaluation.accuracy)
             trial.set_user_attr("test_loss", evaluation.loss)
-        if self.on_trial_end is not None:
-            self._trial_ended(trial, TrialOutcome(
-                history, self.data.num_classes, self.data.val.labels.cpu(),
-                evaluate(model, self.data.val).predictions,
-            ))
+        predictions = evaluate(model, self.data.val).predictions if self.on_trial_end else None
+        self._trial_ended(trial, TrialOutcome(history, self.data.num_classes,
+                                              self.data.val.labels.cpu(), predictions), checkpoint)
         return max(r.val_accuracy for r in history)
 
-    def _trial_ended(self, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+    def _trial_ended(self, trial: optuna.Trial, outcome: TrialOutcome,
+                     checkpoint: Path | None) -> None:
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
         if self.on_trial_end is not None:
             self.on_trial_end(trial, outcome)

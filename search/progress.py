@@ -23,6 +23,17 @@ if TYPE_CHECKING:  # keeps `kmnist-search` start-up free of torch until training
     from objectives.training import EpochResult
 
 
+def trial_reason(trial: FrozenTrial) -> str:
+    """Why a trial was pruned or failed, in one line ("" when it completed)."""
+    for reason in (trial.user_attrs.get("pruned_reason"), trial.user_attrs.get("surplus")):
+        if reason:
+            return reason
+    if trial.user_attrs.get("interrupted"):
+        return "interrupted (Ctrl-C); the next start resumes it"
+    lines = trial.system_attrs.get("fail_reason", "").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
 def format_params(params: dict) -> str:
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
@@ -67,11 +78,12 @@ class SearchProgress:
         )
 
     def on_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.state in FINISHED:
-            self.progress.advance(self.task)
+        # count from the storage: other workers finish trials too
+        done = len(study.get_trials(deepcopy=False, states=FINISHED))
+        self.progress.update(self.task, completed=done)
         self.best_line = self._best_line()
         value = f"{trial.value:.4f}" if trial.value is not None else "-"
-        reason = trial.user_attrs.get("pruned_reason", "")
+        reason = trial_reason(trial)
         self.console.print(
             f"trial {trial.number:>3} {trial.state.name.lower():<8} {value:>7}  "
             f"[{trial_source(trial)}] {format_params(trial.params)} {reason}".rstrip(),

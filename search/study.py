@@ -6,10 +6,14 @@ hold: Optuna's own `n_trials` counts only the trials of one call (optuna#2638).
 
 from __future__ import annotations
 
+import time
+import warnings
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 
 import optuna
-from optuna.study import MaxTrialsCallback
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from spaces.base import DocumentedExperiment, SearchSpace
@@ -18,6 +22,10 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 METRIC_NAME = "validation accuracy"
 PRUNERS = ("median", "hyperband", "none")
 MAX_CONSECUTIVE_FAILURES = 5
+HEARTBEAT_INTERVAL_S = 10
+GRACE_PERIOD_S = 30
+MAX_RETRIES = 3
+WAIT_POLL_S = 1.0
 
 
 class StudyMismatchError(ValueError):
@@ -78,43 +86,133 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, space: SearchSpa
 
 
 def enqueue_documented(study: optuna.Study, space: SearchSpace,
-                       experiments: Sequence[DocumentedExperiment] | None = None) -> int:
-    """Enqueue each documented experiment not yet in the study; returns how many were added."""
-    present = {t.user_attrs.get("documented_experiment") for t in study.get_trials(deepcopy=False)}
-    added = 0
-    for experiment in space.experiments if experiments is None else experiments:
-        if experiment.key in present:
-            continue
-        study.enqueue_trial(space.trial_params(experiment.config),
-                            user_attrs=experiment.trial_attrs())
-        added += 1
+                       experiments: Sequence[DocumentedExperiment] | None = None,
+                       lock: AbstractContextManager | None = None) -> int:
+    """Enqueue each documented experiment not yet in the study; returns how many were added.
+
+    `lock` (storage.urls.storage_lock) makes check-then-enqueue atomic across workers.
+    """
+    with lock or nullcontext():
+        present = {t.user_attrs.get("documented_experiment") for t in study.get_trials(deepcopy=False)}
+        added = 0
+        for experiment in space.experiments if experiments is None else experiments:
+            if experiment.key in present:
+                continue
+            study.enqueue_trial(space.trial_params(experiment.config),
+                                user_attrs=experiment.trial_attrs())
+            added += 1
     return added
 
 
-class _StopAfterRepeatedFailures:
-    """A search whose every trial crashes would otherwise loop forever."""
+def retry_callback() -> RetryHeartbeatStaleTrialCallback:
+    """Requeues a trial whose worker died (stale heartbeat) with the same parameters."""
+    return RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
 
-    def __init__(self, limit: int) -> None:
-        self.limit, self.streak = limit, 0
+
+def retried(study: optuna.Study) -> set[int]:
+    return {n for t in study.get_trials(deepcopy=False) for n in t.system_attrs.get("retry_history", [])}
+
+
+def resume_interrupted(study: optuna.Study) -> int:
+    """Requeue trials stopped by Ctrl-C (they resume from their checkpoint)."""
+    done = retried(study)
+    interrupted = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                   if t.user_attrs.get("interrupted") and t.number not in done]
+    for trial in interrupted:
+        retry_callback()(study, trial)
+    return len(interrupted)
+
+
+class CheckpointPaths:
+    """One checkpoint file per trial lineage: a retry resumes its original trial's file."""
+
+    def __init__(self, folder: Path, study: optuna.Study) -> None:
+        self.folder, self.study = Path(folder) / study.study_name, study
+
+    def __call__(self, trial: optuna.Trial) -> Path:
+        system_attrs = self.study._storage.get_trial_system_attrs(trial._trial_id)
+        return self.folder / f"trial-{system_attrs.get('failed_trial', trial.number)}.pt"
+
+
+class SurplusTrialError(Exception):
+    """Other workers already run enough trials to reach the target."""
+
+
+class TrialGuard:
+    """Wraps the objective for one worker: keeps the total exact and records interruptions.
+
+    A trial runs only if fewer than `target` trials are finished or were started before it
+    (ordered by start time, then number). Each worker checks after its own trial is marked
+    running, so of two racing trials the later one always sees the earlier.
+    """
+
+    def __init__(self, study: optuna.Study, target: int,
+                 objective: Callable[[optuna.Trial], float]) -> None:
+        self.study, self.target, self.objective = study, target, objective
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self._check_target(trial)
+        try:
+            return self.objective(trial)
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            raise
+
+    def _check_target(self, trial: optuna.Trial) -> None:
+        storage = self.study._storage
+        me = storage.get_trial(trial._trial_id)
+        key = (me.datetime_start, me.number)
+        ahead = sum(
+            1 for t in self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+            if t.state in FINISHED or (t.number != me.number and (t.datetime_start, t.number) < key)
+        )
+        if ahead < self.target:
+            return
+        trial.set_user_attr("surplus", "not run: other workers reached the target")
+        if "fixed_params" in me.system_attrs:  # an enqueued trial must not be lost with it
+            self.study.add_trial(optuna.trial.create_trial(
+                state=TrialState.WAITING, user_attrs=me.user_attrs, system_attrs=me.system_attrs))
+        raise SurplusTrialError("target reached by other workers")
+
+
+class FailureStreak:
+    """Counts consecutive failed trials: a search whose every trial crashes must stop."""
+
+    def __init__(self) -> None:
+        self.streak = 0
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.streak = self.streak + 1 if trial.state == TrialState.FAIL else 0
-        if self.streak >= self.limit:
-            study.stop()
+        surplus = "surplus" in trial.user_attrs
+        self.streak = self.streak + 1 if trial.state == TrialState.FAIL and not surplus else 0
+
+
+def heartbeat_enabled(study: optuna.Study) -> bool:
+    get_interval = getattr(study._storage, "get_heartbeat_interval", None)
+    return get_interval is not None and get_interval() is not None
 
 
 def run_until(study: optuna.Study, objective: Callable[[optuna.Trial], float], target: int,
-              callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = ()) -> None:
-    """Run trials until the study holds `target` finished trials."""
-    if finished_count(study) >= target:
-        return
-    study.optimize(
-        objective,
-        callbacks=[MaxTrialsCallback(target, states=FINISHED),
-                   _StopAfterRepeatedFailures(MAX_CONSECUTIVE_FAILURES), *callbacks],
-        catch=(RuntimeError, ValueError),
-        gc_after_trial=False,
-    )
+              callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = ()) -> bool:
+    """Run trials until the study holds exactly `target` finished trials, counting every
+    worker's. Returns False when it gave up after repeated failures."""
+    guard, failures = TrialGuard(study, target, objective), FailureStreak()
+    while finished_count(study) < target:
+        if failures.streak >= MAX_CONSECUTIVE_FAILURES:
+            return False
+        if heartbeat_enabled(study):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)  # requeues trials of dead workers
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if finished_count(study) + running >= target:
+            time.sleep(WAIT_POLL_S)  # the last trials are running elsewhere
+            continue
+        try:
+            study.optimize(guard, n_trials=1, callbacks=[failures, *callbacks],
+                           catch=(RuntimeError, ValueError), gc_after_trial=False)
+        except SurplusTrialError:
+            continue
+    return True
 
 
 def trial_source(trial: FrozenTrial) -> str:

@@ -6,12 +6,18 @@ dashboard can read while workers write (optuna-dashboard#545: "database is locke
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
 import optuna
+import sqlalchemy
 import sqlalchemy.exc
+from sqlalchemy.pool import NullPool
 
 DEFAULT_STORAGE = "sqlite:///kmnist-search.db"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -59,7 +65,9 @@ def _check_sqlite_file(path: Path) -> None:
                 f"storage {path} is not a SQLite database: point --storage at a .db file or a new path"
             )
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+        # not mode=ro: a read-only connection cannot rebuild a WAL index and then misreports
+        # a healthy database as malformed
+        with sqlite3.connect(path, timeout=BUSY_TIMEOUT_S) as connection:
             tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
     except sqlite3.DatabaseError as error:
         raise StorageError(f"storage {path} is unreadable ({error}): restore it from a backup "
@@ -77,8 +85,34 @@ def _enable_wal(path: Path) -> None:
         connection.execute("PRAGMA journal_mode=WAL")
 
 
-def open_storage(url: str, heartbeat_interval: int | None = None,
-                 grace_period: int | None = None) -> optuna.storages.RDBStorage:
+@contextmanager
+def storage_lock(url: str) -> Iterator[None]:
+    """One process at a time, across every worker of a storage: a file lock beside a SQLite
+    file, a session advisory lock in PostgreSQL, nothing elsewhere."""
+    path = sqlite_path(url)
+    if path is not None:
+        with open(path.with_name(path.name + ".lock"), "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)  # released when the file closes
+            yield
+        return
+    if not url.startswith("postgresql"):
+        yield
+        return
+    key = zlib.crc32(b"kmnist-search")
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+    finally:
+        engine.dispose()
+
+
+def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None,
+                 stale_trial_callback: Callable | None = None) -> optuna.storages.RDBStorage:
     """An RDB storage for `url`, creating the SQLite file if needed."""
     check_storage_url(url)
     path = sqlite_path(url)
@@ -89,16 +123,21 @@ def open_storage(url: str, heartbeat_interval: int | None = None,
         except sqlite3.Error as error:
             raise StorageError(f"cannot write storage {path} ({error}): check its permissions "
                                "or use another path") from None
-        engine_kwargs = {"connect_args": {"timeout": BUSY_TIMEOUT_S}}
+        # no pooled idle connections: one that outlives a killed writer can read a stale WAL index
+        engine_kwargs = {"connect_args": {"timeout": BUSY_TIMEOUT_S}, "poolclass": NullPool}
     else:
         engine_kwargs = {"pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-        )
+        # RDBStorage creates tables and stamps the schema version in separate steps:
+        # processes opening a new database together would race ("table already exists")
+        with storage_lock(url):
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=stale_trial_callback,
+            )
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError, RuntimeError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise StorageError(f"cannot open storage {url}: {first_line}") from None

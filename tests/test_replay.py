@@ -44,7 +44,8 @@ def test_replay_all_on_synthetic_data_writes_one_row_per_experiment(tmp_path):
 
 def test_replay_on_real_kmnist_marks_missing_mnist_as_not_run(tmp_path, real_kmnist_root):
     result = run_cli("replay", "--all", "--max-epochs", "2", "--storage", f"sqlite:///{tmp_path / 'r.db'}",
-                     "--data-dir", str(real_kmnist_root), "--out", str(tmp_path / "audit"), cwd=tmp_path)
+                     "--data-dir", str(real_kmnist_root), "--out", str(tmp_path / "audit"), cwd=tmp_path,
+                     timeout=900)
     assert result.returncode == 0, result.stderr
     rows = read_rows(tmp_path / "audit" / "replay.csv")
     assert len(rows) == len(ALL_EXPERIMENTS)

@@ -1,0 +1,78 @@
+"""One search worker: the loop every process of a study runs, locally or on another machine.
+
+`start --jobs N` runs one worker in its own process and N-1 more as `kmnist-search worker`
+subprocesses; `worker` alone joins a study from anywhere that reaches its storage.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import torch
+from rich.console import Console
+
+from objectives.data import SearchData
+from objectives.objective import Objective
+from search.evidence import TrialEvidence
+from search.progress import SearchProgress
+from search.study import CheckpointPaths, run_until
+from spaces.base import SearchSpace
+from storage.artifacts import open_artifact_store
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    target: int
+    epochs: int
+    seed: int
+    artifact_dir: Path
+    threads: int
+
+
+def default_threads(jobs: int) -> int:
+    """Split the cores between worker processes; each torch process otherwise takes them all."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def run_worker(study: optuna.Study, space: SearchSpace, data: SearchData, settings: WorkerSettings,
+               console: Console, show_progress: bool = True) -> bool:
+    """Run trials of `study` until it holds `settings.target` finished trials."""
+    torch.set_num_threads(settings.threads)
+    store = open_artifact_store(settings.artifact_dir)
+    checkpoints = CheckpointPaths(settings.artifact_dir / "checkpoints", study)
+    progress = SearchProgress(console, study, settings.target, settings.epochs) if show_progress else None
+    objective = Objective(space, data, settings.epochs, settings.seed,
+                          on_epoch=progress.on_epoch if progress else None,
+                          on_trial_end=TrialEvidence(store), checkpoint_for=checkpoints)
+    if progress is None:
+        return run_until(study, objective, settings.target)
+    with progress:
+        return run_until(study, objective, settings.target, callbacks=[progress.on_trial])
+
+
+def spawn_workers(count: int, study_name: str, storage_url: str, target: int, threads: int,
+                  data_dir: Path, device: str, artifact_dir: Path, heartbeat_interval: int,
+                  grace_period: int) -> list[subprocess.Popen]:
+    """Extra worker processes on this machine (processes, not threads: training holds the GIL)."""
+    command = [sys.executable, "-m", "search.cli", "worker", "--study", study_name, "--storage",
+               storage_url, "--trials", str(target), "--threads", str(threads), "--data-dir",
+               str(data_dir), "--device", device, "--artifact-dir", str(artifact_dir), "--quiet",
+               "--heartbeat-interval", str(heartbeat_interval), "--grace-period", str(grace_period)]
+    return [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for _ in range(count)]
+
+
+def wait_for_workers(workers: list[subprocess.Popen]) -> list[str]:
+    """Wait for spawned workers; returns the last stderr line of each that failed."""
+    problems = []
+    for worker in workers:
+        _, stderr = worker.communicate()
+        if worker.returncode != 0:
+            lines = stderr.strip().splitlines()
+            problems.append(lines[-1] if lines else f"worker exited with {worker.returncode}")
+    return problems

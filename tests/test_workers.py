@@ -1,0 +1,149 @@
+"""Many workers, crashed workers and Ctrl-C: exact totals, nothing lost, nothing locked."""
+
+import collections
+import os
+import signal
+import subprocess
+import time
+
+import optuna
+import pytest
+
+from search.study import FINISHED
+from storage.urls import open_storage
+from tests.conftest import CLI, make_synthetic_root, offline_env, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def trials_of(url, name):
+    storage = open_storage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage).get_trials()
+    finally:
+        storage.engine.dispose()  # no pooled connection outlives a worker that is killed
+
+
+def study_names(url):
+    # open_storage takes the same lock as the workers, so polling never races their table creation
+    storage = open_storage(url)
+    try:
+        return optuna.study.get_all_study_names(storage)
+    finally:
+        storage.engine.dispose()
+
+
+def assert_exact_and_unique(trials, target):
+    finished = [t for t in trials if t.state in FINISHED]
+    assert len(finished) == target
+    documented = collections.Counter(t.user_attrs.get("documented_experiment") for t in finished)
+    documented.pop(None, None)
+    assert all(count == 1 for count in documented.values()), documented  # none run twice
+    unexpected = [t for t in trials if t.state == optuna.trial.TrialState.FAIL
+                  and "surplus" not in t.user_attrs]
+    assert not unexpected, [t.system_attrs.get("fail_reason") for t in unexpected]
+
+
+def test_four_processes_on_sqlite_reach_the_exact_target(tmp_path, synthetic_root):
+    storage = f"sqlite:///{tmp_path / 'k.db'}"
+    result = run_cli("start", "--space", "cnn_regularisation", "--trials", "10", "--epochs", "1",
+                     "--jobs", "4", "--storage", storage, "--data-dir", str(synthetic_root), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "locked" not in result.stdout + result.stderr
+    assert "4 worker(s) x 1 thread(s)" in result.stdout
+    assert_exact_and_unique(trials_of(storage, "cnn_regularisation"), 10)
+
+
+def popen_cli(*args, cwd, log):
+    return subprocess.Popen([str(CLI), *args], cwd=cwd, env=offline_env(), stdout=log,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def test_four_workers_on_postgresql_reach_the_exact_target(tmp_path, synthetic_root, postgres_url):
+    common = ["--storage", postgres_url, "--data-dir", str(synthetic_root)]
+    with open(tmp_path / "log.txt", "w") as log:
+        start = popen_cli("start", "--space", "mlp_regularisation", "--study", "pg", "--trials", "12",
+                          "--epochs", "1", "--jobs", "2", *common, cwd=tmp_path, log=log)
+        deadline = time.time() + 120
+        while "pg" not in study_names(postgres_url) or "search_settings" not in \
+                optuna.load_study(study_name="pg", storage=open_storage(postgres_url)).user_attrs:
+            assert time.time() < deadline and start.poll() is None, (tmp_path / "log.txt").read_text()
+            time.sleep(0.3)
+        workers = [popen_cli("worker", "--study", "pg", "--quiet", "--threads", "1", *common,
+                             cwd=tmp_path, log=log) for _ in range(2)]
+        codes = [p.wait(timeout=300) for p in (start, *workers)]
+    assert codes == [0, 0, 0], (tmp_path / "log.txt").read_text()
+    assert_exact_and_unique(trials_of(postgres_url, "pg"), 12)
+
+
+def wait_for_running_trial_with_epochs(storage, name, epochs, process, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, "the worker ended before it could be stopped"
+        if name in study_names(storage):
+            for trial in trials_of(storage, name):
+                running = trial.state == optuna.trial.TrialState.RUNNING
+                if running and len(trial.intermediate_values) >= epochs:
+                    return trial
+        time.sleep(0.1)
+    raise AssertionError("no trial reached the epoch in time")
+
+
+@pytest.fixture(scope="module")
+def slow_root(tmp_path_factory):
+    # enough images that an epoch takes a moment, so a worker can be caught mid-trial
+    return make_synthetic_root(tmp_path_factory.mktemp("slow"), n_train=40000, n_test=100)
+
+
+def start_args(storage, root, *extra):
+    return ["start", "--space", "mlp_regularisation", "--trials", "2", "--epochs", "12", "--no-replay",
+            "--storage", storage, "--data-dir", str(root), "--heartbeat-interval", "1",
+            "--grace-period", "3", "--threads", "1", *extra]
+
+
+def test_killed_worker_trial_is_retried_and_resumes_from_its_checkpoint(tmp_path, slow_root):
+    storage = f"sqlite:///{tmp_path / 'k.db'}"
+    with open(tmp_path / "first.txt", "w") as log:
+        first = popen_cli(*start_args(storage, slow_root), cwd=tmp_path, log=log)
+        victim = wait_for_running_trial_with_epochs(storage, "mlp_regularisation", 2, first)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    checkpoints = list((tmp_path / "k-artifacts" / "checkpoints" / "mlp_regularisation").glob("*.pt"))
+    assert checkpoints, "no epoch checkpoint was written"
+
+    second = run_cli(*start_args(storage, slow_root), cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    trials = trials_of(storage, "mlp_regularisation")
+    stale = next(t for t in trials if t.number == victim.number)
+    assert stale.state == optuna.trial.TrialState.FAIL
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == victim.number)
+    assert retry.state == optuna.trial.TrialState.COMPLETE
+    assert retry.params == stale.params
+    assert retry.user_attrs["resumed_from_epoch"] >= 2
+    assert sorted(retry.intermediate_values) == list(range(1, 13))  # continuous curve
+    for epoch, value in stale.intermediate_values.items():
+        assert retry.intermediate_values[epoch] == value  # the restored epochs are the same epochs
+    assert len([t for t in trials if t.state in FINISHED]) == 2
+
+
+def test_ctrl_c_marks_the_trial_interrupted_and_the_next_start_resumes_it(tmp_path, slow_root):
+    storage = f"sqlite:///{tmp_path / 'k.db'}"
+    with open(tmp_path / "first.txt", "w") as log:
+        first = popen_cli(*start_args(storage, slow_root), cwd=tmp_path, log=log)
+        victim = wait_for_running_trial_with_epochs(storage, "mlp_regularisation", 1, first)
+        first.send_signal(signal.SIGINT)
+        assert first.wait(timeout=60) == 130
+    output = (tmp_path / "first.txt").read_text()
+    assert "interrupted; run the same command again to resume" in output
+    assert "Traceback" not in output
+    stopped = next(t for t in trials_of(storage, "mlp_regularisation") if t.number == victim.number)
+    assert stopped.state == optuna.trial.TrialState.FAIL and stopped.user_attrs["interrupted"]
+
+    again = run_cli(*start_args(storage, slow_root), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "1 interrupted trials resumed" in again.stdout
+    trials = trials_of(storage, "mlp_regularisation")
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == victim.number)
+    assert retry.state == optuna.trial.TrialState.COMPLETE
+    assert retry.user_attrs["resumed_from_epoch"] >= 1
+    assert len([t for t in trials if t.state in FINISHED]) == 2
