@@ -7,9 +7,11 @@ contiguous slices, so there is no per-sample Python work and no DataLoader.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +39,7 @@ class EpochResult:
     val_loss: float  # NaN when training without a validation split
     val_accuracy: float
     seconds: float
+    restored: bool = False  # replayed from a checkpoint, not trained in this run
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,33 @@ class NonFiniteLossError(ArithmeticError):
     def __init__(self, epoch: int, loss: float) -> None:
         super().__init__(f"training loss became {loss} in epoch {epoch}")
         self.epoch = epoch
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, permissions); training can go on without."""
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    generator: torch.Generator, history: list[EpochResult]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state(), "history": [asdict(r) for r in history]}, tmp)
+        os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint intact
+    except (OSError, RuntimeError) as error:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointWriteError(f"cannot write checkpoint {path}: {error}") from None
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    generator: torch.Generator) -> list[EpochResult]:
+    """Restore the states saved after the last finished epoch; returns that history."""
+    state = torch.load(path, map_location=generator.device, weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"].cpu())  # generator states are CPU tensors on every device
+    return [EpochResult(**{**r, "restored": True}) for r in state["history"]]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -94,17 +124,34 @@ def train(
     val_split: TensorSplit | None,
     settings: TrainSettings,
     on_epoch: Callable[[EpochResult], None] | None = None,
+    checkpoint: Path | None = None,
+    on_checkpoint_error: Callable[[CheckpointWriteError], None] | None = None,
 ) -> list[EpochResult]:
-    """Adam on cross-entropy; `on_epoch` sees each epoch's result and may raise to stop."""
+    """Adam on cross-entropy; `on_epoch` sees each epoch's result and may raise to stop.
+
+    With `checkpoint`, training resumes from that file when it exists (replaying the saved
+    epochs to `on_epoch` with `restored=True`) and rewrites it after every epoch.
+    """
     device = train_split.images.device
     generator = torch.Generator(device=device).manual_seed(settings.seed)
+    # NHWC convolutions and pooling: 2.3-2.7x faster CNN epochs on CPU (benchmarks/), the
+    # tensor-core layout on GPUs; a no-op for MLPs
+    model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay,
+        fused=device.type in ("cpu", "cuda"),  # one kernel per step, not ~10 per parameter
     )
     history: list[EpochResult] = []
+    if checkpoint is not None and checkpoint.exists():
+        history = load_checkpoint(checkpoint, model, optimizer, generator)
     best_val_loss, epochs_since_best = math.inf, 0
+    for result in history:
+        if on_epoch is not None:
+            on_epoch(result)
+        best_val_loss, epochs_since_best = _early_stopping_state(result.val_loss, best_val_loss,
+                                                                 epochs_since_best)
     n, batch = len(train_split), settings.batch_size
-    for epoch in range(1, settings.epochs + 1):
+    for epoch in range(len(history) + 1, settings.epochs + 1):
         started = time.perf_counter()
         model.train()
         order = torch.randperm(n, device=device, generator=generator)
@@ -129,13 +176,22 @@ def train(
         result = EpochResult(epoch, train_loss, val_loss, val_accuracy,
                              time.perf_counter() - started)
         history.append(result)
+        if checkpoint is not None:
+            try:
+                save_checkpoint(checkpoint, model, optimizer, generator, history)
+            except CheckpointWriteError as error:
+                checkpoint = None  # keep training; only a crash would now lose progress
+                if on_checkpoint_error is not None:
+                    on_checkpoint_error(error)
         if on_epoch is not None:
             on_epoch(result)
-        if settings.early_stopping_patience is not None and val_split is not None:
-            if val_loss < best_val_loss:
-                best_val_loss, epochs_since_best = val_loss, 0
-            else:
-                epochs_since_best += 1
-                if epochs_since_best >= settings.early_stopping_patience:
-                    break
+        best_val_loss, epochs_since_best = _early_stopping_state(val_loss, best_val_loss,
+                                                                 epochs_since_best)
+        patience = settings.early_stopping_patience
+        if patience is not None and val_split is not None and epochs_since_best >= patience:
+            break
     return history
+
+
+def _early_stopping_state(val_loss: float, best: float, since_best: int) -> tuple[float, int]:
+    return (val_loss, 0) if val_loss < best else (best, since_best + 1)
