@@ -1,0 +1,110 @@
+"""What every benchmark shares: the machine record, repeated timings, the results file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REPETITIONS = 3
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="a smoke run on small slices (seconds)")
+    # two OpenMP threads on a shared 2-core machine stall whenever another process runs
+    # (see BENCHMARKS.md); one thread gives stable figures; --threads 2 on a quiet machine
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--repetitions", type=int, default=REPETITIONS, help="timed repetitions (>= 3)")
+    return p
+
+
+def cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo ({} where there is none)."""
+    fields: dict[str, str] = {}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return fields
+    for line in text.split("\n\n")[0].splitlines():
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def machine() -> dict[str, Any]:
+    info = cpuinfo()
+    flags = set(info.get("flags", "").split())
+    return {
+        "cpu_model": info.get("model name", platform.processor() or "unknown"),
+        "cpu_family_model_stepping": [info.get("cpu family"), info.get("model"), info.get("stepping")],
+        "cpu_mhz": info.get("cpu MHz"),
+        "cpu_flags_of_interest": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "fma"}),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": usable_cores(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "cuda_available": torch.cuda.is_available(),
+        "python": platform.python_version(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def set_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def timed(work: Callable[[], Any]) -> dict[str, Any]:
+    """Wall seconds of `work()`, the CPU seconds this process spent meanwhile, its value.
+
+    CPU seconds well below threads x wall seconds mean other processes took the cores;
+    at one thread, CPU seconds are the time the work held a core.
+    """
+    cpu, wall = time.process_time(), time.perf_counter()
+    value = work()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"seconds": wall, "cpu_seconds": cpu, "cpu_share": cpu / wall if wall > 0 else 0.0,
+            "value": value}
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def ratios(numerators: list[float], denominators: list[float]) -> list[float]:
+    """Per-repetition ratios: both sides of each were measured in the same repetition."""
+    return [x / y for x, y in zip(numerators, denominators, strict=True)]
+
+
+def matmul_gflops(threads: int, size: int = 1024, calls: int = 10) -> dict[str, float]:
+    """This machine's float32 matmul rate at `threads` threads, the compute ceiling:
+    GFLOP per wall second and per CPU second."""
+    set_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(2):
+        torch.mm(a, b)
+    result = timed(lambda: [torch.mm(a, b) for _ in range(calls)])
+    gflop = 2 * size**3 * calls / 1e9
+    return {"wall": gflop / result["seconds"], "cpu": gflop / result["cpu_seconds"] * threads}
+
+
+def write_results(name: str, payload: dict[str, Any], quick: bool = False) -> Path:
+    """results/NAME.json; a --quick smoke run writes NAME.quick.tmp (git ignores it)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / (f"{name}.quick.tmp" if quick else f"{name}.json")
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    return path
