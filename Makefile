@@ -25,5 +25,8 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 
+bench: setup
+	$(BIN)/python benchmarks/train_loop.py && $(BIN)/python benchmarks/search_efficiency.py
+
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,10 +1,11 @@
 """Bad input: one clear line on stderr, a non-zero exit, no traceback, storage untouched."""
 
+import gzip
 import hashlib
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import make_synthetic_root, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -32,27 +33,83 @@ def check_one_line_error(result, *fragments):
         assert fragment in lines[0], lines[0]
 
 
-@pytest.mark.parametrize(
-    ("args", "fragments"),
-    [
-        (["--space", "nope"], ["unknown space 'nope'", "mlp_regularisation"]),
-        (["--space", "mlp_regularisation", "--trials", "0"], ["--trials", "at least 1"]),
-        (["--space", "mlp_regularisation", "--trials", "-3"], ["--trials", "at least 1"]),
-        (["--space", "mlp_regularisation", "--trials", "many"], ["--trials", "not a whole number"]),
-        (["--space", "mlp_regularisation", "--val-fraction", "1.5"], ["--val-fraction", "between 0 and 1"]),
-        (["--space", "mlp_regularisation", "--storage", "redis://x"], ["not supported", "sqlite:///"]),
-        (["--space", "mlp_regularisation", "--storage", "sqlite:///no/such/dir/k.db"],
-         ["does not exist", "create it"]),
-        (["--space", "mlp_regularisation", "--dataset", "kmnist", "--study", "mlp_regularisation",
-          "--pruner", "random"], ["--pruner", "invalid choice"]),
-    ],
-)
-def test_bad_start_options(tmp_path, existing_db, args, fragments):
+DB = "{db}"  # replaced by the existing study's storage URL
+START = ["start", "--storage", DB, "--space", "mlp_regularisation"]
+BAD_INPUTS = [
+    (["start", "--storage", DB, "--space", "nope"], ["unknown space 'nope'", "mlp_regularisation"]),
+    ([*START, "--trials", "0"], ["--trials", "at least 1"]),
+    ([*START, "--trials", "-3"], ["--trials", "at least 1"]),
+    ([*START, "--trials", "many"],
+     ["--trials", "not a whole number"]),
+    ([*START, "--epochs", "0"], ["--epochs", "at least 1"]),
+    ([*START, "--jobs", "0"], ["--jobs", "at least 1"]),
+    ([*START, "--val-fraction", "1.5"],
+     ["--val-fraction", "between 0 and 1"]),
+    ([*START, "--device", "tpu"],
+     ["--device", "not auto, cpu or cuda"]),
+    ([*START, "--pruner", "random"],
+     ["--pruner", "invalid choice"]),
+    ([*START, "--grace-period", "-1"],
+     ["--grace-period", "at least 1"]),
+    (["start", "--storage", DB, "--space", "mlp_architecture", "--study", "mlp_regularisation"],
+     ["created with space 'mlp_regularisation'", "--study"]),
+    (["start", "--space", "mlp_regularisation", "--storage", "redis://x"], ["not supported", "sqlite:///"]),
+    (["start", "--space", "mlp_regularisation", "--storage", "sqlite:///no/such/dir/k.db"],
+     ["does not exist", "create it"]),
+    (["start", "--space", "mlp_regularisation", "--storage", "postgresql://nobody@127.0.0.1:1/none"],
+     ["cannot open storage"]),
+    (["worker", "--storage", DB, "--study", "nope"], ["no study 'nope'", "kmnist-search start"]),
+    (["status", "--storage", DB, "--study", "nope"], ["no study 'nope'"]),
+    (["dashboard", "--storage", DB, "--port", "70000"], ["--port", "between 1 and 65535"]),
+    (["replay", "--storage", DB, "--space", "nope"], ["unknown space 'nope'"]),
+    (["replay", "--storage", DB], ["one of the arguments --space --all is required"]),
+    (["export", "--storage", DB, "--study", "mlp_regularisation", "--trial", "999"], ["no trial 999"]),
+    (["export", "--storage", DB, "--study", "nope"], ["no study 'nope'"]),
+    (["retrain", "missing.json"], ["missing.json not found", "kmnist-search export"]),
+    (["evaluate", "no-such-run"], ["holds no model.pt", "kmnist-search retrain"]),
+]
+
+
+@pytest.mark.parametrize(("args", "fragments"), BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_gets_one_line_and_leaves_storage_unchanged(tmp_path, existing_db, args, fragments):
+    assert len(BAD_INPUTS) >= 15
     before = digest(existing_db)
-    result = run_cli("start", "--storage", f"sqlite:///{existing_db}", *args, cwd=tmp_path) \
-        if "--storage" not in args else run_cli("start", *args, cwd=tmp_path)
-    check_one_line_error(result, *fragments)
+    argv = [f"sqlite:///{existing_db}" if a == DB else a for a in args]
+    check_one_line_error(run_cli(*argv, cwd=tmp_path), *fragments)
     assert digest(existing_db) == before
+
+
+def corrupt_root(tmp_path, how):
+    root = make_synthetic_root(tmp_path / "data", n_train=100, n_test=20)
+    archive = root / "KMNIST" / "raw" / "train-images-idx3-ubyte.gz"
+    raw = gzip.decompress(archive.read_bytes())
+    if how == "truncated":
+        archive.write_bytes(archive.read_bytes()[: len(archive.read_bytes()) // 2])
+    else:  # wrong magic number
+        archive.write_bytes(gzip.compress(b"\x00\x00\x09\x99" + raw[4:]))
+    return root
+
+
+@pytest.mark.parametrize(("how", "fragment"), [("truncated", "cannot decompress"),
+                                               ("magic", "unreadable or corrupt")])
+def test_broken_data_files(tmp_path, existing_db, how, fragment):
+    before = digest(existing_db)
+    root = corrupt_root(tmp_path, how)
+    result = run_cli("start", "--space", "mlp_regularisation", "--study", "fresh", "--storage",
+                     f"sqlite:///{existing_db}", "--data-dir", str(root), cwd=tmp_path)
+    check_one_line_error(result, fragment)
+    assert digest(existing_db) == before
+
+
+def test_corrupt_storage_file(tmp_path, existing_db):
+    broken = tmp_path / "broken.db"
+    data = bytearray(existing_db.read_bytes())
+    data[100:8192] = b"\xff" * (8192 - 100)  # keep the header, wreck the schema pages
+    broken.write_bytes(bytes(data))
+    before = digest(broken)
+    result = run_cli("status", "--storage", f"sqlite:///{broken}", cwd=tmp_path)
+    check_one_line_error(result, "unreadable")
+    assert digest(broken) == before
 
 
 def test_storage_file_that_is_not_a_database(tmp_path, synthetic_root):
