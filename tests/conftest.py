@@ -66,6 +66,15 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Completed
                           text=True, timeout=timeout)
 
 
+def searched_folder(folder: Path, root: Path, trials: int, epochs: int) -> Path:
+    """A folder whose k.db holds a finished tiny mlp_regularisation search."""
+    result = run_cli("start", "--space", "mlp_regularisation", "--trials", str(trials), "--epochs",
+                     str(epochs), "--storage", f"sqlite:///{folder / 'k.db'}", "--data-dir", str(root),
+                     cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
 def _free_port() -> int:
     import socket
 

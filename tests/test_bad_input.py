@@ -5,19 +5,14 @@ import hashlib
 
 import pytest
 
-from tests.conftest import make_synthetic_root, run_cli
+from tests.conftest import make_synthetic_root, run_cli, searched_folder
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def existing_db(tmp_path_factory, synthetic_root):
-    folder = tmp_path_factory.mktemp("existing")
-    result = run_cli("start", "--space", "mlp_regularisation", "--trials", "1", "--epochs", "1",
-                     "--storage", f"sqlite:///{folder / 'k.db'}", "--data-dir", str(synthetic_root),
-                     cwd=folder)
-    assert result.returncode == 0, result.stderr
-    return folder / "k.db"
+    return searched_folder(tmp_path_factory.mktemp("existing"), synthetic_root, 1, 1) / "k.db"
 
 
 def digest(path):

@@ -7,19 +7,14 @@ import pytest
 import yaml
 
 from storage.configs import ConfigError, read_config, write_config
-from tests.conftest import run_cli
+from tests.conftest import run_cli, searched_folder
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory, synthetic_root):
-    folder = tmp_path_factory.mktemp("searched")
-    result = run_cli("start", "--space", "mlp_regularisation", "--trials", "3", "--epochs", "3",
-                     "--storage", f"sqlite:///{folder / 'k.db'}", "--data-dir", str(synthetic_root),
-                     cwd=folder)
-    assert result.returncode == 0, result.stderr
-    return folder
+    return searched_folder(tmp_path_factory.mktemp("searched"), synthetic_root, 3, 3)
 
 
 def export(folder, *args):
