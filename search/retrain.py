@@ -90,7 +90,7 @@ def summarise(values: list[float]) -> dict[str, float]:
 
 def best_documented_claim(dataset: str) -> tuple[float, str] | None:
     claims = [(e.claim("test_accuracy"), e.key) for e in ALL_EXPERIMENTS
-              if e.dataset == dataset and e.claim("test_accuracy") is not None]
+              if e.dataset == dataset and e.claim("test_accuracy") is not None and not e.doubtful]
     return max(claims) if claims else None
 
 

@@ -207,6 +207,7 @@ class DocumentedExperiment:
     early_stopping_patience: int | None = None
     validation: str = ""  # how the report validated (split, or none)
     notes: str = ""  # contradictions in the report and the reading chosen
+    doubtful: str = ""  # why its claims should not serve as a benchmark ("" when sound)
 
     @property
     def key(self) -> str:

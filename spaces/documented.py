@@ -169,6 +169,7 @@ R002_EXP3 = DocumentedExperiment(
         "reproduces every distinct row (242,762). 98.34% is typical of MNIST, not KMNIST, and the "
         "code says 'assuming 10 for MNIST': the claim may come from a different dataset."
     ),
+    doubtful="98.34% on KMNIST from an MLP is MNIST-like; the code says 'assuming 10 for MNIST'",
 )
 
 # --- 003: KMNIST MLP sweeps. The report is a README; its architectures and figures come

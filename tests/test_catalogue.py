@@ -74,3 +74,12 @@ def test_grouped_dataset_trains_a_four_class_model(tmp_path):
 )
 def test_judge(metric, claimed, measured, limits, verdict):
     assert judge(metric, claimed, measured, limits)[0] == verdict
+
+
+def test_retrain_report_compares_with_the_best_sound_documented_claim():
+    from search.retrain import best_documented_claim
+
+    value, key = best_documented_claim("kmnist")
+    assert (value, key) == (0.9254, "000/Experiment 1")  # not 002's doubtful 98.34 %
+    assert best_documented_claim("mnist-merged4") == (0.9918, "004/Experiment 2: Modified Classification "
+                                                              "with Combined Classes")
