@@ -556,39 +556,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     # our progress lines report failed trials (with their reason) without Optuna's tracebacks
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    commands = {
+        "start": cmd_start, "worker": cmd_worker, "replay": cmd_replay, "export": cmd_export,
+        "retrain": cmd_retrain, "evaluate": cmd_evaluate, "dashboard": cmd_dashboard,
+        "status": cmd_status, "build-root": cmd_build_root,
+        "spaces": lambda _, console: cmd_spaces(console),
+    }
     try:
-        if args.command == "start":
-            return cmd_start(args, console)
-        if args.command == "worker":
-            return cmd_worker(args, console)
-        if args.command == "replay":
-            return cmd_replay(args, console)
-        if args.command == "export":
-            return cmd_export(args, console)
-        if args.command == "retrain":
-            return cmd_retrain(args, console)
-        if args.command == "evaluate":
-            return cmd_evaluate(args, console)
-        if args.command == "dashboard":
-            return cmd_dashboard(args, console)
-        if args.command == "spaces":
-            return cmd_spaces(console)
-        if args.command == "status":
-            return cmd_status(args, console)
-        return cmd_build_root(args, console)
+        return commands[args.command](args, console)
     except USER_ERRORS as error:
         print(f"kmnist-search {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        if args.command == "export":
-            return cmd_export(args, console)
-        if args.command == "retrain":
-            return cmd_retrain(args, console)
-        if args.command == "evaluate":
-            return cmd_evaluate(args, console)
         if args.command == "dashboard":
             return 0
-        print("kmnist-search: interrupted; run the same command again to resume", file=sys.stderr)
+        resume = "; run the same command again to resume" if args.command in ("start", "worker") else ""
+        print(f"kmnist-search {args.command}: interrupted{resume}", file=sys.stderr)
         return 130
 
 

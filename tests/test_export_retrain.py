@@ -1,13 +1,16 @@
 """search -> export -> retrain -> evaluate, as real subprocesses on tiny synthetic data."""
 
 import json
+import signal
+import subprocess
+import time
 
 import optuna
 import pytest
 import yaml
 
 from storage.configs import ConfigError, read_config, write_config
-from tests.conftest import run_cli, searched_folder
+from tests.conftest import CLI, offline_env, run_cli, searched_folder
 
 pytestmark = pytest.mark.slow
 
@@ -115,3 +118,20 @@ def test_bad_export_and_retrain_inputs(tmp_path, searched):
     one_line_error(run_cli("retrain", str(searched / "good.json"), "--out", str(tmp_path / "runs" / "done"),
                            cwd=tmp_path), "already holds a retrained run")
     assert (tmp_path / "runs" / "done" / "metrics.json").read_text() == "{}"
+
+
+def test_ctrl_c_stops_retrain_once_and_cleanly(searched, synthetic_root):
+    assert export(searched, "-o", "ctrlc.json", "--force").returncode == 0
+    process = subprocess.Popen([str(CLI), "retrain", "ctrlc.json", "--seeds", "50", "--out", "runs/ctrlc",
+                                "--data-dir", str(synthetic_root)], cwd=searched, env=offline_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (searched / "runs" / "ctrlc" / "models" / "seed-0.pt").exists():
+        assert time.time() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr.strip().splitlines() == ["kmnist-search retrain: interrupted"]
+    assert stdout.count("retraining") == 1  # the command is not started a second time
+    assert not (searched / "runs" / "ctrlc" / "metrics.json").exists()

@@ -134,7 +134,7 @@ def test_ctrl_c_marks_the_trial_interrupted_and_the_next_start_resumes_it(tmp_pa
         first.send_signal(signal.SIGINT)
         assert first.wait(timeout=60) == 130
     output = (tmp_path / "first.txt").read_text()
-    assert "interrupted; run the same command again to resume" in output
+    assert "kmnist-search start: interrupted; run the same command again to resume" in output
     assert "Traceback" not in output
     stopped = next(t for t in trials_of(storage, "mlp_regularisation") if t.number == victim.number)
     assert stopped.state == optuna.trial.TrialState.FAIL and stopped.user_attrs["interrupted"]
