@@ -5,13 +5,8 @@ hidden layers.
 """
 
 from spaces import documented as doc
-from spaces.base import (
-    ChoiceParam,
-    FloatParam,
-    LayerWidthsParam,
-    OptionalLogFloatParam,
-    SearchSpace,
-)
+from spaces.base import LayerWidthsParam, SearchSpace
+from spaces.mlp_regularisation import MLP_TRAINING_PARAMS
 
 MLP_ARCHITECTURE = SearchSpace(
     name="mlp_architecture",
@@ -19,11 +14,7 @@ MLP_ARCHITECTURE = SearchSpace(
     description="MLP depth (1-4 hidden layers) and a width per layer, plus dropout and optimiser",
     params=(
         LayerWidthsParam("hidden_layers", 1, 4, (64, 128, 256, 512, 1024)),
-        FloatParam("dropout", 0.0, 0.6),
-        ChoiceParam("dropout_placement", ("every", "first")),
-        OptionalLogFloatParam("weight_decay", 1e-6, 1e-2),
-        FloatParam("learning_rate", 1e-5, 1e-2, log=True),
-        ChoiceParam("batch_size", (32, 64, 128, 256)),
+        *MLP_TRAINING_PARAMS,
     ),
     experiments=(
         doc.R001_ARCH1, doc.R001_ARCH2, doc.R002_EXP3, doc.R000_EXP3,

@@ -7,6 +7,15 @@ documented MLP so each documented experiment can be replayed exactly.
 from spaces import documented as doc
 from spaces.base import ChoiceParam, FloatParam, OptionalLogFloatParam, SearchSpace, WidthsParam
 
+# the regularisation and optimiser knobs every MLP space searches (mlp_architecture too)
+MLP_TRAINING_PARAMS = (
+    FloatParam("dropout", 0.0, 0.6),
+    ChoiceParam("dropout_placement", ("every", "first")),
+    OptionalLogFloatParam("weight_decay", 1e-6, 1e-2),
+    FloatParam("learning_rate", 1e-5, 1e-2, log=True),
+    ChoiceParam("batch_size", (32, 64, 128, 256)),
+)
+
 MLP_REGULARISATION = SearchSpace(
     name="mlp_regularisation",
     family="mlp",
@@ -21,11 +30,7 @@ MLP_REGULARISATION = SearchSpace(
                 (512, 256, 128, 64),
             ),
         ),
-        FloatParam("dropout", 0.0, 0.6),
-        ChoiceParam("dropout_placement", ("every", "first")),
-        OptionalLogFloatParam("weight_decay", 1e-6, 1e-2),
-        FloatParam("learning_rate", 1e-5, 1e-2, log=True),
-        ChoiceParam("batch_size", (32, 64, 128, 256)),
+        *MLP_TRAINING_PARAMS,
     ),
     experiments=(
         doc.R000_EXP1, doc.R000_EXP2, doc.R000_EXP3, doc.R002_EXP1, doc.R002_EXP2,
