@@ -41,8 +41,8 @@ def format_params(params: dict) -> str:
 class SearchProgress:
     """Trials done of target, the running trial's epoch, best so far, elapsed and ETA."""
 
-    def __init__(self, console: Console, study: optuna.Study, target: int, epochs: int) -> None:
-        self.console, self.study, self.epochs = console, study, epochs
+    def __init__(self, console: Console, study: optuna.Study, target: int) -> None:
+        self.console, self.study = console, study
         done = len(study.get_trials(deepcopy=False, states=FINISHED))
         self.best_line = self._best_line()
         self.progress = Progress(

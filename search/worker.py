@@ -45,7 +45,7 @@ def run_worker(study: optuna.Study, space: SearchSpace, data: SearchData, settin
     torch.set_num_threads(settings.threads)
     store = open_artifact_store(settings.artifact_dir)
     checkpoints = CheckpointPaths(settings.artifact_dir / "checkpoints", study)
-    progress = SearchProgress(console, study, settings.target, settings.epochs) if show_progress else None
+    progress = SearchProgress(console, study, settings.target) if show_progress else None
     objective = Objective(space, data, settings.epochs, settings.seed,
                           on_epoch=progress.on_epoch if progress else None,
                           on_trial_end=TrialEvidence(store), checkpoint_for=checkpoints)
