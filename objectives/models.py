@@ -6,9 +6,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 IMAGE_SIZE = 28
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+MLP_DROPOUT_PLACEMENTS = ("every", "first")
+CNN_DROPOUT_PLACEMENTS = ("head", "blocks", "both")
+
+
+class InvalidModelError(ValueError):
+    """A configuration that describes no usable model (e.g. conv blocks that shrink the image away)."""
 
 
 @dataclass(frozen=True)
@@ -17,6 +26,8 @@ class MLPConfig:
     dropout: float = 0.0
     num_classes: int = 10
     dropout_placement: str = "every"  # after "every" hidden layer, or only the "first"
+    activation: str = "relu"
+    batch_norm: bool = False  # between each hidden linear layer and its activation
 
 
 @dataclass(frozen=True)
@@ -35,18 +46,38 @@ class CNNConfig:
     dense_layers: tuple[int, ...] = ()
     dropout: float = 0.0
     num_classes: int = 10
+    activation: str = "relu"
+    batch_norm: bool = False  # after every convolution and dense layer
+    convs_per_block: int = 1  # convolutions (same channels) before each block's pool
+    dropout_placement: str = "head"  # on the classifier "head", after each conv "blocks", or "both"
+    global_pool: bool = False  # average each channel before the head instead of flattening
 
 
 ModelConfig = MLPConfig | CNNConfig
 
 
+def _activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise InvalidModelError(f"unknown activation {name!r}: use {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+def _dense(width: int, hidden: int, activation: str, batch_norm: bool) -> list[nn.Module]:
+    # the bias is redundant when batch norm follows: its shift does the same job
+    layers: list[nn.Module] = [nn.Linear(width, hidden, bias=not batch_norm)]
+    if batch_norm:
+        layers.append(nn.BatchNorm1d(hidden))
+    return [*layers, _activation(activation)]
+
+
 def build_mlp(config: MLPConfig) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Flatten()]
     width = IMAGE_SIZE * IMAGE_SIZE
-    if config.dropout_placement not in ("every", "first"):
-        raise ValueError(f"unknown dropout placement {config.dropout_placement!r}: use every or first")
+    if config.dropout_placement not in MLP_DROPOUT_PLACEMENTS:
+        raise InvalidModelError(f"unknown dropout placement {config.dropout_placement!r}: "
+                                f"use {' or '.join(MLP_DROPOUT_PLACEMENTS)}")
     for index, hidden in enumerate(config.hidden_layers):
-        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        layers += _dense(width, hidden, config.activation, config.batch_norm)
         if config.dropout > 0 and (config.dropout_placement == "every" or index == 0):
             layers.append(nn.Dropout(config.dropout))
         width = hidden
@@ -61,31 +92,44 @@ def _pool(block: ConvBlock) -> nn.Module:
         return nn.AvgPool2d(block.pool_kernel, block.pool_stride)
     if block.pool == "none":
         return nn.Identity()
-    raise ValueError(f"unknown pool {block.pool!r}: use max, avg or none")
+    raise InvalidModelError(f"unknown pool {block.pool!r}: use max, avg or none")
 
 
 def build_cnn(config: CNNConfig) -> nn.Sequential:
+    if config.dropout_placement not in CNN_DROPOUT_PLACEMENTS:
+        raise InvalidModelError(f"unknown dropout placement {config.dropout_placement!r}: "
+                                f"use {', '.join(CNN_DROPOUT_PLACEMENTS)}")
+    drop_blocks = config.dropout > 0 and config.dropout_placement in ("blocks", "both")
+    drop_head = config.dropout > 0 and config.dropout_placement in ("head", "both")
     layers: list[nn.Module] = []
     channels, size = 1, IMAGE_SIZE
     for block in config.blocks:
-        layers += [
-            nn.Conv2d(channels, block.channels, block.kernel_size, padding=block.padding),
-            nn.ReLU(),
-            _pool(block),
-        ]
-        channels = block.channels
-        size = size + 2 * block.padding - block.kernel_size + 1
+        for _ in range(config.convs_per_block):
+            layers.append(nn.Conv2d(channels, block.channels, block.kernel_size,
+                                    padding=block.padding, bias=not config.batch_norm))
+            if config.batch_norm:
+                layers.append(nn.BatchNorm2d(block.channels))
+            layers.append(_activation(config.activation))
+            channels = block.channels
+            size = size + 2 * block.padding - block.kernel_size + 1
+        layers.append(_pool(block))
         if block.pool != "none":
             size = (size - block.pool_kernel) // block.pool_stride + 1
         if size < 1:
-            raise ValueError(f"the conv blocks shrink a {IMAGE_SIZE}x{IMAGE_SIZE} image to nothing")
+            raise InvalidModelError(f"the conv blocks shrink a {IMAGE_SIZE}x{IMAGE_SIZE} image to "
+                                    "nothing: use fewer or gentler pools")
+        if drop_blocks:
+            layers.append(nn.Dropout(config.dropout))
+    if config.global_pool:
+        layers.append(nn.AdaptiveAvgPool2d(1))
+        size = 1
     layers.append(nn.Flatten())
-    if config.dropout > 0:
+    if drop_head:
         layers.append(nn.Dropout(config.dropout))
     width = channels * size * size
     for hidden in config.dense_layers:
-        layers += [nn.Linear(width, hidden), nn.ReLU()]
-        if config.dropout > 0:
+        layers += _dense(width, hidden, config.activation, config.batch_norm)
+        if drop_head:
             layers.append(nn.Dropout(config.dropout))
         width = hidden
     layers.append(nn.Linear(width, config.num_classes))
@@ -100,14 +144,33 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def forward_mflops(model: nn.Module) -> float:
+    """Floating-point operations (millions) of one image's forward pass, counted by torch."""
+    was_training = model.training
+    model.eval()  # batch norm needs no batch statistics this way
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE))
+    model.train(was_training)
+    return counter.get_total_flops() / 1e6
+
+
 def model_config(family: str, params: Mapping[str, Any], num_classes: int) -> ModelConfig:
-    """Map a trial's (or a documented experiment's) parameters to a model configuration."""
+    """Map a trial's (or a documented experiment's) parameters to a model configuration.
+
+    Knobs a configuration does not name keep the reports' choices (ReLU, no batch norm).
+    """
+    common = {"activation": params.get("activation", "relu"),
+              "batch_norm": bool(params.get("batch_norm", False))}
     if family == "mlp":
         return MLPConfig(tuple(params["hidden_layers"]), params.get("dropout", 0.0), num_classes,
-                         params.get("dropout_placement", "every"))
+                         params.get("dropout_placement", "every"), **common)
     if family == "cnn":
         blocks = tuple(b if isinstance(b, ConvBlock) else ConvBlock(**b) for b in params["conv_blocks"])
         return CNNConfig(
-            blocks, tuple(params.get("dense_layers", ())), params.get("dropout", 0.0), num_classes
+            blocks, tuple(params.get("dense_layers", ())), params.get("dropout", 0.0), num_classes,
+            convs_per_block=params.get("convs_per_block", 1),
+            dropout_placement=params.get("dropout_placement", "head"),
+            global_pool=bool(params.get("global_pool", False)), **common,
         )
     raise ValueError(f"unknown model family {family!r}")

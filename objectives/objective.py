@@ -16,14 +16,14 @@ import optuna
 import torch
 
 from objectives.data import SearchData, TensorSplit
-from objectives.models import build_model, count_parameters, model_config
+from objectives.models import InvalidModelError, build_model, count_parameters, forward_mflops, model_config
 from objectives.training import (
     EpochResult,
     NonFiniteLossError,
-    TrainSettings,
     evaluate,
     seed_everything,
     train,
+    train_settings,
 )
 from spaces.base import DOCUMENTED_EPOCHS, EARLY_STOPPING, SearchSpace
 
@@ -75,20 +75,22 @@ class Objective:
         seed = self.seed + trial.user_attrs.get("train_seed_offset", trial.number)
         seed_everything(seed)
         device = self.data.train.images.device
-        model = build_model(model_config(self.space.family, params, self.data.num_classes))
+        try:
+            model = build_model(model_config(self.space.family, params, self.data.num_classes))
+        except InvalidModelError as error:  # a corner of the space with no model in it
+            self._prune_untrained(trial, str(error))
+        mflops = forward_mflops(model)
+        trial.set_user_attr("forward_mflops", round(mflops, 3))
+        cap = self.space.max_forward_mflops
+        if cap is not None and mflops > cap:
+            self._prune_untrained(trial, f"{mflops:.0f} MFLOPs per image exceed {self.space.name}'s "
+                                         f"cap of {cap:.0f}: too slow for this space's budget")
         model = model.to(device)
         trial.set_user_attr("param_count", count_parameters(model))
         trial.set_user_attr("device", str(device))
         trial.set_user_attr("train_seed", seed)
         trial.set_user_attr("train_seed_offset", seed - self.seed)
-        settings = TrainSettings(
-            epochs=epochs,
-            batch_size=params["batch_size"],
-            learning_rate=params["learning_rate"],
-            weight_decay=params.get("weight_decay", 0.0),
-            seed=seed,
-            early_stopping_patience=trial.user_attrs.get(EARLY_STOPPING),
-        )
+        settings = train_settings(params, epochs, seed, trial.user_attrs.get(EARLY_STOPPING))
         history: list[EpochResult] = []
 
         def report(result: EpochResult) -> None:
@@ -129,6 +131,11 @@ class Objective:
         self._trial_ended(trial, TrialOutcome(history, self.data.num_classes,
                                               self.data.val.labels.cpu(), predictions), checkpoint)
         return max(r.val_accuracy for r in history)
+
+    @staticmethod
+    def _prune_untrained(trial: optuna.Trial, reason: str) -> None:
+        trial.set_user_attr("pruned_reason", reason)
+        raise optuna.TrialPruned(reason)
 
     def _trial_ended(self, trial: optuna.Trial, outcome: TrialOutcome,
                      checkpoint: Path | None) -> None:

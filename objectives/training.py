@@ -9,27 +9,58 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from objectives.augment import Augmentation, random_affine
 from objectives.data import TensorSplit
 
 EVAL_BATCH = 4096
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("constant", "cosine", "onecycle")
+SGD_MOMENTUM = 0.9
 
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """Defaults are the reports' choices: Adam at a constant rate, no smoothing, no augmentation."""
+
     epochs: int
     batch_size: int
-    learning_rate: float
-    weight_decay: float = 0.0
+    learning_rate: float  # the peak rate for the one-cycle schedule
+    weight_decay: float = 0.0  # L2 in the gradient for adam and sgd, decoupled for adamw
     seed: int = 0
     early_stopping_patience: int | None = None  # epochs without a lower validation loss
+    optimizer: str = "adam"
+    lr_schedule: str = "constant"  # cosine and onecycle span all `epochs`, stepped per batch
+    label_smoothing: float = 0.0
+    augmentation: Augmentation = field(default_factory=Augmentation)
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}: use {', '.join(OPTIMIZERS)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}: use {', '.join(LR_SCHEDULES)}")
+
+
+def train_settings(params: Mapping[str, Any], epochs: int, seed: int,
+                   early_stopping_patience: int | None = None) -> TrainSettings:
+    """A trial's (or an exported configuration's) plain parameters as training settings."""
+    return TrainSettings(
+        epochs=epochs, batch_size=params["batch_size"], learning_rate=params["learning_rate"],
+        weight_decay=params.get("weight_decay", 0.0), seed=seed,
+        early_stopping_patience=early_stopping_patience,
+        optimizer=params.get("optimizer", "adam"),
+        lr_schedule=params.get("lr_schedule", "constant"),
+        label_smoothing=params.get("label_smoothing", 0.0),
+        augmentation=Augmentation(params.get("max_shift", 0), params.get("max_rotation", 0.0)),
+    )
 
 
 @dataclass(frozen=True)
@@ -59,12 +90,17 @@ class CheckpointWriteError(OSError):
     """A checkpoint could not be written (full disk, permissions); training can go on without."""
 
 
+Scheduler = torch.optim.lr_scheduler.LRScheduler
+
+
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    generator: torch.Generator, history: list[EpochResult]) -> None:
+                    generator: torch.Generator, history: list[EpochResult],
+                    scheduler: Scheduler | None = None) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "generator": generator.get_state(), "history": [asdict(r) for r in history]}, tmp)
         os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint intact
     except (OSError, RuntimeError) as error:
@@ -73,11 +109,13 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    generator: torch.Generator) -> list[EpochResult]:
+                    generator: torch.Generator, scheduler: Scheduler | None = None) -> list[EpochResult]:
     """Restore the states saved after the last finished epoch; returns that history."""
     state = torch.load(path, map_location=generator.device, weights_only=False)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
     generator.set_state(state["generator"].cpu())  # generator states are CPU tensors on every device
     return [EpochResult(**{**r, "restored": True}) for r in state["history"]]
 
@@ -91,6 +129,27 @@ def resolve_device(name: str = "auto") -> torch.device:
 def seed_everything(seed: int) -> None:
     """Seed torch's global generators, which weight init and dropout draw from."""
     torch.manual_seed(seed)
+
+
+def make_optimizer(model: nn.Module, settings: TrainSettings,
+                   device: torch.device) -> torch.optim.Optimizer:
+    fused = device.type in ("cpu", "cuda")  # one kernel per step, not ~10 per parameter
+    kwargs = {"lr": settings.learning_rate, "weight_decay": settings.weight_decay, "fused": fused}
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), momentum=SGD_MOMENTUM, nesterov=True, **kwargs)
+    optimizer_class = torch.optim.AdamW if settings.optimizer == "adamw" else torch.optim.Adam
+    return optimizer_class(model.parameters(), **kwargs)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, settings: TrainSettings,
+                   steps_per_epoch: int) -> Scheduler | None:
+    total_steps = settings.epochs * steps_per_epoch
+    if settings.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    if settings.lr_schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.learning_rate,
+                                                   total_steps=total_steps)
+    return None
 
 
 def _autocast(device: torch.device) -> torch.autocast:
@@ -127,7 +186,7 @@ def train(
     checkpoint: Path | None = None,
     on_checkpoint_error: Callable[[CheckpointWriteError], None] | None = None,
 ) -> list[EpochResult]:
-    """Adam on cross-entropy; `on_epoch` sees each epoch's result and may raise to stop.
+    """Minimise cross-entropy; `on_epoch` sees each epoch's result and may raise to stop.
 
     With `checkpoint`, training resumes from that file when it exists (replaying the saved
     epochs to `on_epoch` with `restored=True`) and rewrites it after every epoch.
@@ -137,20 +196,20 @@ def train(
     # NHWC convolutions and pooling: 2.3-2.7x faster CNN epochs on CPU (benchmarks/), the
     # tensor-core layout on GPUs; a no-op for MLPs
     model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay,
-        fused=device.type in ("cpu", "cuda"),  # one kernel per step, not ~10 per parameter
-    )
+    n, batch = len(train_split), settings.batch_size
+    optimizer = make_optimizer(model, settings, device)
+    scheduler = make_scheduler(optimizer, settings, steps_per_epoch=math.ceil(n / batch))
+    augmentation = settings.augmentation
+    background = train_split.images.amin()  # normalised black; stays on the device
     history: list[EpochResult] = []
     if checkpoint is not None and checkpoint.exists():
-        history = load_checkpoint(checkpoint, model, optimizer, generator)
+        history = load_checkpoint(checkpoint, model, optimizer, generator, scheduler)
     best_val_loss, epochs_since_best = math.inf, 0
     for result in history:
         if on_epoch is not None:
             on_epoch(result)
         best_val_loss, epochs_since_best = _early_stopping_state(result.val_loss, best_val_loss,
                                                                  epochs_since_best)
-    n, batch = len(train_split), settings.batch_size
     for epoch in range(len(history) + 1, settings.epochs + 1):
         started = time.perf_counter()
         model.train()
@@ -159,11 +218,15 @@ def train(
         loss_sum = torch.zeros((), device=device)
         for start in range(0, n, batch):
             x, y = images[start : start + batch], labels[start : start + batch]
+            if augmentation.enabled:
+                x = random_affine(x, augmentation, background, generator)
             with _autocast(device):
-                loss = F.cross_entropy(model(x), y)
+                loss = F.cross_entropy(model(x), y, label_smoothing=settings.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             loss_sum += loss.detach() * len(y)
         train_loss = float(loss_sum) / n  # the epoch's only host synchronisation
         if not math.isfinite(train_loss):
@@ -178,7 +241,7 @@ def train(
         history.append(result)
         if checkpoint is not None:
             try:
-                save_checkpoint(checkpoint, model, optimizer, generator, history)
+                save_checkpoint(checkpoint, model, optimizer, generator, history, scheduler)
             except CheckpointWriteError as error:
                 checkpoint = None  # keep training; only a crash would now lose progress
                 if on_checkpoint_error is not None:

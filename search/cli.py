@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,6 +89,16 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def _device(text: str) -> str:
     if text not in ("auto", "cpu") and not text.startswith("cuda"):
         raise argparse.ArgumentTypeError(f"{text!r} is not auto, cpu or cuda[:N]")
@@ -125,8 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--trials", type=_positive_int, default=100,
                        help="TOTAL finished trials the study should hold (default 100)")
     start.add_argument("--storage", default=DEFAULT_STORAGE)
-    start.add_argument("--epochs", type=_positive_int, default=10,
-                       help="epoch budget per trial; longer documented runs are capped")
+    start.add_argument("--epochs", type=_positive_int, default=None,
+                       help="epoch budget per trial (default: the space's, see `kmnist-search "
+                       "spaces`); longer documented runs are capped")
+    start.add_argument("--timeout", type=_positive_float, default=None, metavar="MINUTES",
+                       help="start no trial after this many minutes (running ones finish); "
+                       "the same command later goes on")
     start.add_argument("--pruner", choices=PRUNERS, default="median")
     start.add_argument("--artifact-dir", type=Path, default=None,
                        help="artifact store for plots and CSVs (default: <storage file>-artifacts)")
@@ -148,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--device", type=_device, default="auto")
     worker.add_argument("--artifact-dir", type=Path, default=None)
     worker.add_argument("--quiet", action="store_true", help="no progress display")
+    worker.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
     _add_worker_options(worker)
 
     replay = commands.add_parser(
@@ -191,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--data-dir", type=Path, default=None)
     retrain.add_argument("--device", type=_device, default="auto")
     retrain.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    retrain.add_argument("--threads", type=_positive_int, default=None,
+                         help="torch threads (default: torch's, all cores)")
 
     evaluate = commands.add_parser("evaluate", help="reload a retrained model and recompute test metrics")
     evaluate.add_argument("run", type=Path, help="a folder written by `kmnist-search retrain`")
@@ -239,6 +257,8 @@ def open_worker_storage(args: argparse.Namespace) -> optuna.storages.RDBStorage:
 
 def cmd_start(args: argparse.Namespace, console: Console) -> int:
     space = get_space(args.space)
+    args.epochs = args.epochs or space.epochs
+    deadline = time.time() + args.timeout * 60 if args.timeout else None
     study_name = args.study or space.name
     storage = open_worker_storage(args)
     existing = find_study(storage, study_name)
@@ -258,7 +278,7 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
     data_dir = args.data_dir or default_data_dir()
     data = load_search_data(args.dataset, data_dir, args.val_fraction, args.seed, device)
     study = open_study(storage, study_name, space, args.dataset, make_sampler(args.seed),
-                       make_pruner(args.pruner, args.epochs))
+                       make_pruner(args.pruner, args.epochs, space.pruner_warmup(args.epochs)))
     record_search_settings(study, args, data.split_hash)
     added = 0 if args.no_replay else enqueue_documented(study, space, lock=storage_lock(args.storage))
     resumed = resume_interrupted(study)
@@ -271,9 +291,9 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
     )
     folder = artifact_dir(args.storage, args.artifact_dir)
     extra = spawn_workers(args.jobs - 1, study_name, args.storage, args.trials, threads, data_dir,
-                          args.device, folder, args.heartbeat_interval, args.grace_period)
+                          args.device, folder, args.heartbeat_interval, args.grace_period, deadline)
     try:
-        settings = WorkerSettings(args.trials, args.epochs, args.seed, folder, threads)
+        settings = WorkerSettings(args.trials, args.epochs, args.seed, folder, threads, deadline)
         completed = run_worker(study, space, data, settings, console)
     finally:
         problems = wait_for_workers(extra)
@@ -283,6 +303,9 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
     if not completed:
         raise SearchStoppedError(f"stopped after {MAX_CONSECUTIVE_FAILURES} failed trials in a row: "
                                  "see their fail_reason in `kmnist-search status` or the dashboard")
+    if finished_count(study) < args.trials:
+        console.print(f"time limit of {args.timeout:g} minutes reached with {finished_count(study)} of "
+                      f"{args.trials} trials finished: run the same command to go on", highlight=False)
     console.print(
         "next:\n"
         f"  kmnist-search dashboard --storage {args.storage}\n"
@@ -315,10 +338,11 @@ def cmd_worker(args: argparse.Namespace, console: Console) -> int:
                                  "than the study's: point --data-dir at the same dataset files")
     study = optuna.load_study(study_name=args.study, storage=storage,
                               sampler=make_sampler(settings["seed"] + os.getpid()),
-                              pruner=make_pruner(settings["pruner"], settings["epochs"]))
+                              pruner=make_pruner(settings["pruner"], settings["epochs"],
+                                                 space.pruner_warmup(settings["epochs"])))
     worker = WorkerSettings(target, settings["epochs"], settings["seed"],
                             artifact_dir(args.storage, args.artifact_dir),
-                            args.threads or default_threads(1))
+                            args.threads or default_threads(1), args.deadline)
     if not args.quiet:
         console.print(f"worker joined study {args.study!r}: {finished_count(study)} of {target} "
                       "trials finished", highlight=False)
@@ -382,6 +406,8 @@ def cmd_replay(args: argparse.Namespace, console: Console) -> int:
 def cmd_spaces(console: Console) -> int:
     for space in ALL_SPACES:
         console.print(f"[bold]{space.name}[/bold] ({space.family}): {space.description}")
+        console.print(f"  default budget: {space.epochs} epochs per trial, median pruner after "
+                      f"{space.pruner_warmup_epochs} epochs", highlight=False)
         for p in space.params:
             console.print(f"  {p.name:<16} {p.describe()}", highlight=False)
         for e in space.experiments:
@@ -463,6 +489,10 @@ def cmd_retrain(args: argparse.Namespace, console: Console) -> int:
     from objectives.training import resolve_device
     from search.retrain import train_and_test, write_run
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     data_dir = args.data_dir or default_data_dir()
     seeds = [config["seed"] + i for i in range(args.seeds)]
     console.print(f"retraining {config['space']} on {config['dataset']} for {config['epochs']} epochs, "

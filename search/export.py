@@ -58,16 +58,26 @@ def choose_trials(study: optuna.Study, trial_number: int | None, top: int) -> li
     return sorted(complete, key=lambda t: t.value, reverse=True)[:top]
 
 
+def retrain_epochs(trial: FrozenTrial, params: dict[str, Any]) -> int:
+    """The trial's best epoch; a decaying schedule instead needs its whole length, which
+    sets how fast the rate falls (stopping at the best epoch would cut it mid-way)."""
+    ran = int(trial.user_attrs.get("epochs_run", len(trial.intermediate_values) or 1))
+    if params.get("lr_schedule", "constant") != "constant":
+        return ran
+    return int(trial.user_attrs.get("best_epoch", ran))
+
+
 def export_config(study: optuna.Study, trial: FrozenTrial, storage_url: str) -> dict[str, Any]:
     space = get_space(study.user_attrs["space"])
     settings = study.user_attrs.get("search_settings", {})
+    params = trial_config(trial, space)
     return {
         "format": FORMAT,
         "space": space.name,
         "family": space.family,
         "dataset": study.user_attrs["dataset"],
-        "params": _plain(trial_config(trial, space)),
-        "epochs": int(trial.user_attrs.get("best_epoch", len(trial.intermediate_values) or 1)),
+        "params": _plain(params),
+        "epochs": retrain_epochs(trial, params),
         "seed": int(settings.get("seed", 0)),
         "val_fraction": float(settings.get("val_fraction", 1 / 6)),
         "provenance": {

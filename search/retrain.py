@@ -18,7 +18,7 @@ from sklearn.metrics import classification_report, confusion_matrix
 from objectives.data import load_raw, pixel_stats, to_device
 from objectives.datasets import DATASET_CHOICES
 from objectives.models import build_model, model_config
-from objectives.training import EpochResult, TrainSettings, evaluate, seed_everything, train
+from objectives.training import EpochResult, evaluate, seed_everything, train, train_settings
 from search.evidence import plot_confusion, plot_learning_curve
 from search.export import checked_params
 from spaces.documented import ALL_EXPERIMENTS
@@ -51,9 +51,7 @@ def train_and_test(config: dict[str, Any], params: dict[str, Any], data_dir: Pat
     for seed in seeds:
         seed_everything(seed)
         model = build_model(model_config(config["family"], params, num_classes)).to(device)
-        settings = TrainSettings(epochs=config["epochs"], batch_size=params["batch_size"],
-                                 learning_rate=params["learning_rate"],
-                                 weight_decay=params.get("weight_decay", 0.0), seed=seed)
+        settings = train_settings(params, config["epochs"], seed)
         history = train(model, train_split, None, settings)
         evaluation = evaluate(model, test_split)
         torch.save({"format": MODEL_FORMAT, "config": config, "seed": seed, "num_classes": num_classes,

@@ -36,10 +36,11 @@ def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed)
 
 
-def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, epochs: int, warmup_epochs: int = 2) -> optuna.pruners.BasePruner:
     if name == "median":
-        # wait for a few complete trials and two epochs: early epochs rank models poorly
-        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2)
+        # wait for a few complete trials and some epochs (the space says how many): early
+        # epochs rank models poorly, annealed schedules most of all
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=warmup_epochs)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
     if name == "none":
@@ -192,11 +193,13 @@ def heartbeat_enabled(study: optuna.Study) -> bool:
 
 
 def run_until(study: optuna.Study, objective: Callable[[optuna.Trial], float], target: int,
-              callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = ()) -> bool:
+              callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+              deadline: float | None = None) -> bool:
     """Run trials until the study holds exactly `target` finished trials, counting every
-    worker's. Returns False when it gave up after repeated failures."""
+    worker's, or until `deadline` (time.time()) passes: no trial starts after it, the running
+    one finishes. Returns False when it gave up after repeated failures."""
     guard, failures = TrialGuard(study, target, objective), FailureStreak()
-    while finished_count(study) < target:
+    while finished_count(study) < target and (deadline is None or time.time() < deadline):
         if failures.streak >= MAX_CONSECUTIVE_FAILURES:
             return False
         if heartbeat_enabled(study):

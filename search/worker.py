@@ -32,6 +32,7 @@ class WorkerSettings:
     seed: int
     artifact_dir: Path
     threads: int
+    deadline: float | None = None  # time.time() after which no new trial starts
 
 
 def default_threads(jobs: int) -> int:
@@ -50,19 +51,22 @@ def run_worker(study: optuna.Study, space: SearchSpace, data: SearchData, settin
                           on_epoch=progress.on_epoch if progress else None,
                           on_trial_end=TrialEvidence(store), checkpoint_for=checkpoints)
     if progress is None:
-        return run_until(study, objective, settings.target)
+        return run_until(study, objective, settings.target, deadline=settings.deadline)
     with progress:
-        return run_until(study, objective, settings.target, callbacks=[progress.on_trial])
+        return run_until(study, objective, settings.target, callbacks=[progress.on_trial],
+                         deadline=settings.deadline)
 
 
 def spawn_workers(count: int, study_name: str, storage_url: str, target: int, threads: int,
                   data_dir: Path, device: str, artifact_dir: Path, heartbeat_interval: int,
-                  grace_period: int) -> list[subprocess.Popen]:
+                  grace_period: int, deadline: float | None = None) -> list[subprocess.Popen]:
     """Extra worker processes on this machine (processes, not threads: training holds the GIL)."""
     command = [sys.executable, "-m", "search.cli", "worker", "--study", study_name, "--storage",
                storage_url, "--trials", str(target), "--threads", str(threads), "--data-dir",
                str(data_dir), "--device", device, "--artifact-dir", str(artifact_dir), "--quiet",
                "--heartbeat-interval", str(heartbeat_interval), "--grace-period", str(grace_period)]
+    if deadline is not None:
+        command += ["--deadline", str(deadline)]
     return [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             for _ in range(count)]
 

@@ -8,6 +8,7 @@ documented experiment can be enqueued without any model code.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -15,6 +16,20 @@ from typing import Any, Protocol
 # user attributes of an enqueued documented trial that the objective reads back
 DOCUMENTED_EPOCHS = "documented_epochs"
 EARLY_STOPPING = "early_stopping_patience"
+
+# What every report did without saying so. Spaces that search these knobs read a documented
+# configuration with them filled in; objectives/ uses the same values as its defaults.
+REPORTS_DEFAULTS: Mapping[str, Any] = {
+    "activation": "relu",
+    "batch_norm": False,
+    "optimizer": "adam",
+    "lr_schedule": "constant",
+    "label_smoothing": 0.0,
+    "max_shift": 0,
+    "max_rotation": 0.0,
+    "convs_per_block": 1,
+    "global_pool": False,
+}
 
 
 class UnknownSpaceError(LookupError):
@@ -170,7 +185,78 @@ class LayerWidthsParam:
         return f"{self.min_layers}..{self.max_layers} layers, each of {{{', '.join(map(str, self.widths))}}}"
 
 
-Param = LayerWidthsParam | FloatParam | IntParam | ChoiceParam | OptionalLogFloatParam | WidthsParam
+POOL_LABEL = re.compile(r"(max|avg)(\d+)s(\d+)")
+
+
+def pool_label(block: Mapping[str, Any]) -> str:
+    """A block's pooling as one categorical value: "max2s2" is a 2x2 max pool of stride 2."""
+    if block.get("pool", "max") == "none":
+        return "none"
+    return f"{block.get('pool', 'max')}{block.get('pool_kernel', 2)}s{block.get('pool_stride', 2)}"
+
+
+def parse_pool(label: str) -> dict[str, Any]:
+    match = POOL_LABEL.fullmatch(label)
+    if label == "none" or match is None:
+        return {"pool": "none"}
+    kind, kernel, stride = match.groups()
+    return {"pool": kind, "pool_kernel": int(kernel), "pool_stride": int(stride)}
+
+
+@dataclass(frozen=True)
+class ConvStackParam:
+    """Depth, then channels, kernel and pooling per block that exists (define-by-run).
+
+    Convolutions pad "same" (kernel // 2), as every documented CNN does; a block is the
+    dict `objectives.models.ConvBlock` takes.
+    """
+
+    name: str
+    min_blocks: int
+    max_blocks: int
+    channels: tuple[int, ...]
+    kernels: tuple[int, ...]
+    pools: tuple[str, ...]
+
+    @property
+    def depth_name(self) -> str:
+        return f"n_{self.name}"
+
+    def suggest(self, trial: TrialLike) -> tuple[dict[str, Any], ...]:
+        depth = trial.suggest_int(self.depth_name, self.min_blocks, self.max_blocks)
+        blocks = []
+        for i in range(1, depth + 1):
+            kernel = trial.suggest_categorical(f"kernel_{i}", list(self.kernels))
+            blocks.append({
+                "channels": trial.suggest_categorical(f"channels_{i}", list(self.channels)),
+                "kernel_size": kernel,
+                "padding": kernel // 2,
+                **parse_pool(trial.suggest_categorical(f"pool_{i}", list(self.pools))),
+            })
+        return tuple(blocks)
+
+    def trial_params(self, value: tuple[Mapping[str, Any], ...]) -> dict[str, Any]:
+        params: dict[str, Any] = {self.depth_name: len(value)}
+        for i, block in enumerate(value, 1):
+            params.update({f"kernel_{i}": block["kernel_size"], f"channels_{i}": block["channels"],
+                           f"pool_{i}": pool_label(block)})
+        return params
+
+    def contains(self, value: Any) -> bool:
+        return self.min_blocks <= len(value) <= self.max_blocks and all(
+            b["channels"] in self.channels and b["kernel_size"] in self.kernels
+            and b.get("padding", 0) == b["kernel_size"] // 2 and pool_label(b) in self.pools
+            for b in value
+        )
+
+    def describe(self) -> str:
+        return (f"{self.min_blocks}..{self.max_blocks} blocks, each of channels "
+                f"{{{', '.join(map(str, self.channels))}}}, kernel {{{', '.join(map(str, self.kernels))}}}"
+                f", pool {{{', '.join(self.pools)}}}")
+
+
+Param = (ConvStackParam | LayerWidthsParam | FloatParam | IntParam | ChoiceParam | OptionalLogFloatParam
+         | WidthsParam)
 
 
 def format_widths(widths: tuple[int, ...]) -> str:
@@ -240,12 +326,24 @@ class SearchSpace:
     params: tuple[Param, ...]
     experiments: tuple[DocumentedExperiment, ...] = ()
     fixed: Mapping[str, Any] = field(default_factory=dict)  # settings this space never varies
+    # values of knobs a documented configuration leaves unsaid (REPORTS_DEFAULTS)
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    epochs: int = 10  # default epoch budget per trial
+    pruner_warmup_epochs: int = 2  # epochs before the median pruner may stop a trial
+    max_forward_mflops: float | None = None  # costlier models are pruned before training
+
+    def pruner_warmup(self, epochs: int) -> int:
+        """The warm-up scaled down for a shorter budget than the space's default (never below 2)."""
+        if epochs >= self.epochs:
+            return self.pruner_warmup_epochs
+        return min(self.pruner_warmup_epochs, max(2, self.pruner_warmup_epochs * epochs // self.epochs))
 
     def suggest(self, trial: TrialLike) -> dict[str, Any]:
         return {**self.fixed, **{p.name: p.suggest(trial) for p in self.params}}
 
     def trial_params(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """The Optuna parameters that make `suggest` return `config`."""
+        config = {**self.defaults, **config}
         params: dict[str, Any] = {}
         for p in self.params:
             params.update(p.trial_params(config[p.name]))
@@ -253,6 +351,7 @@ class SearchSpace:
 
     def problems(self, config: Mapping[str, Any]) -> list[str]:
         """Why `config` lies outside this space; empty when it lies inside."""
+        config = {**self.defaults, **config}
         found = []
         for p in self.params:
             if p.name not in config:
