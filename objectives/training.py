@@ -101,6 +101,10 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    # dropout draws from torch's global generators: with them a resumed run
+                    # continues exactly as the uninterrupted one would have
+                    "global_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
                     "generator": generator.get_state(), "history": [asdict(r) for r in history]}, tmp)
         os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint intact
     except (OSError, RuntimeError) as error:
@@ -116,6 +120,10 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
+    if state.get("global_rng") is not None:
+        torch.set_rng_state(state["global_rng"].cpu())
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
     generator.set_state(state["generator"].cpu())  # generator states are CPU tensors on every device
     return [EpochResult(**{**r, "restored": True}) for r in state["history"]]
 
