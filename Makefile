@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SPACE ?= mlp_regularisation
 TRIALS ?= 100
 
-.PHONY: setup search test lint bench clean
+.PHONY: setup search test lint bench bench-beyond clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/train_loop.py && $(BIN)/python benchmarks/search_efficiency.py
+
+# issue 8's end-to-end run: an hour of search per beyond space, then export + retrain (~80 min)
+bench-beyond: setup
+	$(BIN)/python benchmarks/beyond_spaces.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
