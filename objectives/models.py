@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from spaces.base import REPORTS_DEFAULTS
+
 IMAGE_SIZE = 28
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
 MLP_DROPOUT_PLACEMENTS = ("every", "first")
@@ -160,8 +162,8 @@ def model_config(family: str, params: Mapping[str, Any], num_classes: int) -> Mo
 
     Knobs a configuration does not name keep the reports' choices (ReLU, no batch norm).
     """
-    common = {"activation": params.get("activation", "relu"),
-              "batch_norm": bool(params.get("batch_norm", False))}
+    params = {**REPORTS_DEFAULTS, **params}
+    common = {"activation": params["activation"], "batch_norm": bool(params["batch_norm"])}
     if family == "mlp":
         return MLPConfig(tuple(params["hidden_layers"]), params.get("dropout", 0.0), num_classes,
                          params.get("dropout_placement", "every"), **common)
@@ -169,8 +171,8 @@ def model_config(family: str, params: Mapping[str, Any], num_classes: int) -> Mo
         blocks = tuple(b if isinstance(b, ConvBlock) else ConvBlock(**b) for b in params["conv_blocks"])
         return CNNConfig(
             blocks, tuple(params.get("dense_layers", ())), params.get("dropout", 0.0), num_classes,
-            convs_per_block=params.get("convs_per_block", 1),
+            convs_per_block=params["convs_per_block"],
             dropout_placement=params.get("dropout_placement", "head"),
-            global_pool=bool(params.get("global_pool", False)), **common,
+            global_pool=bool(params["global_pool"]), **common,
         )
     raise ValueError(f"unknown model family {family!r}")

@@ -20,6 +20,7 @@ from torch import nn
 
 from objectives.augment import Augmentation, random_affine
 from objectives.data import TensorSplit
+from spaces.base import REPORTS_DEFAULTS
 
 EVAL_BATCH = 4096
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -51,15 +52,16 @@ class TrainSettings:
 
 def train_settings(params: Mapping[str, Any], epochs: int, seed: int,
                    early_stopping_patience: int | None = None) -> TrainSettings:
-    """A trial's (or an exported configuration's) plain parameters as training settings."""
+    """A trial's (or an exported configuration's) plain parameters as training settings;
+    knobs they do not name keep the reports' choices."""
+    params = {**REPORTS_DEFAULTS, **params}
     return TrainSettings(
         epochs=epochs, batch_size=params["batch_size"], learning_rate=params["learning_rate"],
         weight_decay=params.get("weight_decay", 0.0), seed=seed,
         early_stopping_patience=early_stopping_patience,
-        optimizer=params.get("optimizer", "adam"),
-        lr_schedule=params.get("lr_schedule", "constant"),
-        label_smoothing=params.get("label_smoothing", 0.0),
-        augmentation=Augmentation(params.get("max_shift", 0), params.get("max_rotation", 0.0)),
+        optimizer=params["optimizer"], lr_schedule=params["lr_schedule"],
+        label_smoothing=params["label_smoothing"],
+        augmentation=Augmentation(params["max_shift"], params["max_rotation"]),
     )
 
 
