@@ -4,6 +4,7 @@ import json
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from objectives.models import build_model, count_parameters, model_config
@@ -140,6 +141,14 @@ def test_cnn_beyond_start_export_retrain_on_synthetic_data(tmp_path, synthetic_r
     assert retrained.returncode == 0, retrained.stderr
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert 0 <= metrics["test_accuracy"]["mean"] <= 1 and metrics["seeds"] == [0]
+
+    config = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    config["params"]["optimizer"] = "lion"
+    (tmp_path / "lion.yaml").write_text(yaml.safe_dump(config))
+    refused = run_cli("retrain", "lion.yaml", "--out", "run-lion", cwd=tmp_path)
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode != 0 and len(lines) == 1 and "Traceback" not in refused.stderr
+    assert "optimizer='lion' outside {adam, adamw, sgd}" in lines[0]
 
 
 def test_deadline_lets_the_running_trial_finish_and_starts_no_other(tmp_path):
