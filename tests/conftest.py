@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,12 @@ def offline_env() -> dict[str, str]:
                HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9")
     env.pop("KMNIST_SEARCH_DATA", None)
     return env
+
+
+def default_sigint() -> None:
+    """Run in a child before exec: Ctrl-C tests need SIGINT delivered, but a suite started
+    in the background (`make test &`) makes every child inherit it as ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:

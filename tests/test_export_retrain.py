@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from storage.configs import ConfigError, read_config, write_config
-from tests.conftest import CLI, offline_env, run_cli, searched_folder
+from tests.conftest import CLI, default_sigint, offline_env, run_cli, searched_folder
 
 pytestmark = pytest.mark.slow
 
@@ -124,7 +124,8 @@ def test_ctrl_c_stops_retrain_once_and_cleanly(searched, synthetic_root):
     assert export(searched, "-o", "ctrlc.json", "--force").returncode == 0
     process = subprocess.Popen([str(CLI), "retrain", "ctrlc.json", "--seeds", "50", "--out", "runs/ctrlc",
                                 "--data-dir", str(synthetic_root)], cwd=searched, env=offline_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=default_sigint)
     deadline = time.time() + 60
     while not (searched / "runs" / "ctrlc" / "models" / "seed-0.pt").exists():
         assert time.time() < deadline and process.poll() is None, process.communicate()

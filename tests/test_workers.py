@@ -11,7 +11,7 @@ import pytest
 
 from search.study import FINISHED
 from storage.urls import open_storage
-from tests.conftest import CLI, make_synthetic_root, offline_env, run_cli
+from tests.conftest import CLI, default_sigint, make_synthetic_root, offline_env, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,7 @@ def test_four_processes_on_sqlite_reach_the_exact_target(tmp_path, synthetic_roo
 
 def popen_cli(*args, cwd, log):
     return subprocess.Popen([str(CLI), *args], cwd=cwd, env=offline_env(), stdout=log,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint)
 
 
 def test_four_workers_on_postgresql_reach_the_exact_target(tmp_path, synthetic_root, postgres_url):
