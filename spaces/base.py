@@ -196,9 +196,11 @@ def pool_label(block: Mapping[str, Any]) -> str:
 
 
 def parse_pool(label: str) -> dict[str, Any]:
-    match = POOL_LABEL.fullmatch(label)
-    if label == "none" or match is None:
+    if label == "none":
         return {"pool": "none"}
+    match = POOL_LABEL.fullmatch(label)
+    if match is None:  # a typo in a space's choices must not quietly become "no pooling"
+        raise ValueError(f"unknown pool label {label!r}: use none or e.g. max2s2, avg7s2")
     kind, kernel, stride = match.groups()
     return {"pool": kind, "pool_kernel": int(kernel), "pool_stride": int(stride)}
 

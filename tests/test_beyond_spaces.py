@@ -91,6 +91,11 @@ def test_pool_labels_round_trip(label):
     assert pool_label(parse_pool(label)) == label
 
 
+def test_unknown_pool_label_is_an_error_not_no_pooling():
+    with pytest.raises(ValueError, match="unknown pool label 'max2'"):
+        parse_pool("max2")
+
+
 def test_conv_stack_rejects_blocks_outside_it():
     param = ConvStackParam("conv_blocks", 1, 2, (8, 16), (3,), ("max2s2",))
     good = {"channels": 8, "kernel_size": 3, "padding": 1, "pool": "max", "pool_kernel": 2, "pool_stride": 2}
