@@ -15,6 +15,8 @@ from typing import Any
 import optuna
 import torch
 
+from objectives.budget import Budget
+from objectives.cost import measure_latency
 from objectives.data import SearchData, TensorSplit
 from objectives.models import InvalidModelError, build_model, count_parameters, forward_mflops, model_config
 from objectives.training import (
@@ -53,16 +55,17 @@ class Objective:
     """Trains the trial's model; maximises the best validation accuracy over its epochs.
 
     `test` is given only by replay, whose claims to check are test accuracies; the
-    search itself never passes it.
+    search itself never passes it. A model over `budget` is pruned before training, and
+    each limit is set as a trial constraint, from which TPE learns the feasible region.
     """
 
     def __init__(self, space: SearchSpace, data: SearchData, epochs: int, seed: int,
                  on_epoch: EpochListener | None = None, test: TensorSplit | None = None,
                  on_trial_end: TrialEndListener | None = None,
-                 checkpoint_for: CheckpointPath | None = None) -> None:
+                 checkpoint_for: CheckpointPath | None = None, budget: Budget | None = None) -> None:
         self.space, self.data, self.epochs, self.seed = space, data, epochs, seed
         self.on_epoch, self.test, self.on_trial_end = on_epoch, test, on_trial_end
-        self.checkpoint_for = checkpoint_for
+        self.checkpoint_for, self.budget = checkpoint_for, budget or Budget()
 
     def __call__(self, trial: optuna.Trial) -> float:
         params: dict[str, Any] = self.space.suggest(trial)
@@ -85,8 +88,12 @@ class Objective:
         if cap is not None and mflops > cap:
             self._prune_untrained(trial, f"{mflops:.0f} MFLOPs per image exceed {self.space.name}'s "
                                          f"cap of {cap:.0f}: too slow for this space's budget")
+        costs = {"param_count": count_parameters(model), "forward_mflops": round(mflops, 3),
+                 **measure_latency(model)}  # on the CPU, before the model moves to the device
+        for name, value in costs.items():
+            trial.set_user_attr(name, value)
+        self._check_budget(trial, costs)
         model = model.to(device)
-        trial.set_user_attr("param_count", count_parameters(model))
         trial.set_user_attr("device", str(device))
         trial.set_user_attr("train_seed", seed)
         trial.set_user_attr("train_seed_offset", seed - self.seed)
@@ -131,6 +138,15 @@ class Objective:
         self._trial_ended(trial, TrialOutcome(history, self.data.num_classes,
                                               self.data.val.labels.cpu(), predictions), checkpoint)
         return max(r.val_accuracy for r in history)
+
+    def _check_budget(self, trial: optuna.Trial, costs: dict[str, float]) -> None:
+        constraints = trial.constraints  # a retried trial inherits its predecessor's
+        for name, excess in self.budget.excess(costs).items():
+            if name not in constraints:
+                trial.set_constraint(name, excess)
+        violations = self.budget.violations(costs)
+        if violations:
+            self._prune_untrained(trial, f"over budget: {'; '.join(violations)}")
 
     @staticmethod
     def _prune_untrained(trial: optuna.Trial, reason: str) -> None:

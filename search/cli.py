@@ -18,8 +18,11 @@ import optuna
 from rich.console import Console
 from rich.table import Table
 
+from objectives.budget import Budget, format_cost
 from objectives.datasets import DATASET_NAMES, SOURCES, DataUnavailableError, default_data_dir
+from search.budget import UnmeetableBudgetError, record_budget, settled_budget
 from search.export import ExportError, checked_params, choose_trials, export_config
+from search.front import COSTS, FrontError
 from search.progress import leaderboard_table
 from search.replay import TABLE_COLUMNS, table_cells
 from search.study import (
@@ -50,7 +53,7 @@ class SearchStoppedError(RuntimeError):
 
 
 USER_ERRORS = (UnknownSpaceError, DataUnavailableError, StorageError, StudyMismatchError, ExportError,
-               ConfigError, SearchStoppedError)
+               ConfigError, SearchStoppedError, UnmeetableBudgetError, FrontError)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -99,6 +102,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _points(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must lie between 0 and 100 percentage points, got {text}")
+    return value
+
+
 def _device(text: str) -> str:
     if text not in ("auto", "cpu") and not text.startswith("cuda"):
         raise argparse.ArgumentTypeError(f"{text!r} is not auto, cpu or cuda[:N]")
@@ -126,6 +139,31 @@ def _add_worker_options(parser: argparse.ArgumentParser) -> None:
                         f"(default {GRACE_PERIOD_S})")
 
 
+def _add_budget_options(parser: argparse.ArgumentParser) -> None:
+    budget = parser.add_argument_group(
+        "deployment budget", "a model over it is pruned before training; stored on the study "
+        "(a later start or worker without these options searches under the stored one)")
+    budget.add_argument("--max-params", type=_positive_int, default=None, metavar="N",
+                        help="most parameters a model may have")
+    budget.add_argument("--max-mflops", type=_positive_float, default=None, metavar="M",
+                        help="most MFLOPs per image of a forward pass")
+    budget.add_argument("--max-latency-ms", type=_positive_float, default=None, metavar="L",
+                        help="most milliseconds per image at batch 1 on one CPU thread (measured)")
+
+
+def _add_pick_options(parser: argparse.ArgumentParser, within_help: str) -> None:
+    parser.add_argument("--cost", choices=tuple(COSTS), default="params",
+                        help="params, mflops or latency (ms per image at batch 1, one CPU thread); "
+                        "default params")
+    parser.add_argument("--within-points", type=_points, default=None, metavar="X", help=within_help)
+
+
+def asked_budget(args: argparse.Namespace) -> Budget | None:
+    """The budget the options give, or None when none was given."""
+    budget = Budget(args.max_params, args.max_mflops, args.max_latency_ms)
+    return budget if budget.limits() else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="kmnist-search", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -150,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker_options(start)
     start.add_argument("--no-replay", action="store_true",
                        help="do not enqueue the space's documented experiments")
+    _add_budget_options(start)
     _add_data_options(start)
 
     worker = commands.add_parser(
@@ -165,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--quiet", action="store_true", help="no progress display")
     worker.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
     _add_worker_options(worker)
+    _add_budget_options(worker)
 
     replay = commands.add_parser(
         "replay", help="run the documented experiments and audit the reports' claims"
@@ -198,6 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--top", type=_positive_int, default=1,
                         help="export the K best trials as NAME-1, NAME-2, ...")
     export.add_argument("--force", action="store_true", help="overwrite existing files")
+    _add_pick_options(export, "export the cheapest trial within X percentage points of the best "
+                      "validation accuracy (see `kmnist-search front`)")
+
+    front = commands.add_parser(
+        "front", help="the completed trials no other beats on both validation accuracy and a cost, "
+        "as a table and a figure attached to the study")
+    front.add_argument("--study", required=True)
+    front.add_argument("--storage", default=DEFAULT_STORAGE)
+    front.add_argument("--artifact-dir", type=Path, default=None,
+                       help="artifact store (default: <storage file>-artifacts, as `start` writes)")
+    _add_pick_options(front, "also name the cheapest trial within X percentage points of the best")
+    front.add_argument("-o", "--output", type=Path, default=None, help="also write the figure to this PNG")
+    front.add_argument("--force", action="store_true", help="overwrite an existing -o file")
 
     retrain = commands.add_parser("retrain", help="train an exported config on train+validation, test it")
     retrain.add_argument("config", type=Path, help="a file written by `kmnist-search export`")
@@ -262,6 +315,7 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
     study_name = args.study or space.name
     storage = open_worker_storage(args)
     existing = find_study(storage, study_name)
+    budget = settled_budget(existing, asked_budget(args))
     if existing is not None:
         check_matches(existing, space, args.dataset)
         if finished_count(existing) >= args.trials:
@@ -280,6 +334,7 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
     study = open_study(storage, study_name, space, args.dataset, make_sampler(args.seed),
                        make_pruner(args.pruner, args.epochs, space.pruner_warmup(args.epochs)))
     record_search_settings(study, args, data.split_hash)
+    record_budget(study, budget)
     added = 0 if args.no_replay else enqueue_documented(study, space, lock=storage_lock(args.storage))
     resumed = resume_interrupted(study)
     threads = args.threads or default_threads(args.jobs)
@@ -287,13 +342,13 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
         f"study {study_name!r} on {args.storage}: {finished_count(study)} of {args.trials} trials "
         f"finished, {added} documented experiments enqueued, {resumed} interrupted trials resumed; "
         f"{len(data.train)} train / {len(data.val)} validation images of {args.dataset} on {device}; "
-        f"{args.jobs} worker(s) x {threads} thread(s)", highlight=False,
+        f"{args.jobs} worker(s) x {threads} thread(s); {budget.describe()}", highlight=False,
     )
     folder = artifact_dir(args.storage, args.artifact_dir)
     extra = spawn_workers(args.jobs - 1, study_name, args.storage, args.trials, threads, data_dir,
                           args.device, folder, args.heartbeat_interval, args.grace_period, deadline)
     try:
-        settings = WorkerSettings(args.trials, args.epochs, args.seed, folder, threads, deadline)
+        settings = WorkerSettings(args.trials, args.epochs, args.seed, folder, threads, deadline, budget)
         completed = run_worker(study, space, data, settings, console)
     finally:
         problems = wait_for_workers(extra)
@@ -326,6 +381,7 @@ def cmd_worker(args: argparse.Namespace, console: Console) -> int:
     settings = study.user_attrs["search_settings"]
     space, dataset = get_space(study.user_attrs["space"]), study.user_attrs["dataset"]
     target = args.trials or settings["target"]
+    budget = settled_budget(study, asked_budget(args))
 
     from objectives.data import load_search_data
     from objectives.training import resolve_device
@@ -342,7 +398,7 @@ def cmd_worker(args: argparse.Namespace, console: Console) -> int:
                                                  space.pruner_warmup(settings["epochs"])))
     worker = WorkerSettings(target, settings["epochs"], settings["seed"],
                             artifact_dir(args.storage, args.artifact_dir),
-                            args.threads or default_threads(1), args.deadline)
+                            args.threads or default_threads(1), args.deadline, budget)
     if not args.quiet:
         console.print(f"worker joined study {args.study!r}: {finished_count(study)} of {target} "
                       "trials finished", highlight=False)
@@ -444,6 +500,13 @@ def cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def check_output_path(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise ConfigError(f"{path} exists: pass --force to overwrite it or choose another -o path")
+    if not path.parent.is_dir():
+        raise ConfigError(f"folder {path.parent} does not exist: create it or choose another -o path")
+
+
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
     from storage.configs import write_config
 
@@ -454,20 +517,75 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     if study is None:
         raise ExportError(f"no study {args.study!r} in {args.storage}: see `kmnist-search status "
                           f"--storage {args.storage}`")
-    trials = choose_trials(study, args.trial, args.top)
+    if args.within_points is None:
+        trials = choose_trials(study, args.trial, args.top)
+    elif args.trial is not None or args.top != 1:
+        raise ExportError("--within-points picks the trial itself: leave out --trial and --top")
+    else:
+        from search.front import costed_trials, smallest_within
+
+        cost = COSTS[args.cost]
+        trials = [smallest_within(costed_trials(study, cost), cost, args.within_points)]
     paths = [output] if len(trials) == 1 else [
         output.with_name(f"{output.stem}-{rank}{output.suffix}") for rank in range(1, len(trials) + 1)
     ]
     for path in paths:  # check every target before writing any
-        if path.exists() and not args.force:
-            raise ConfigError(f"{path} exists: pass --force to overwrite it or choose another -o path")
-        if not path.parent.is_dir():
-            raise ConfigError(f"folder {path.parent} does not exist: create it or choose another -o path")
+        check_output_path(path, args.force)
     for trial, path in zip(trials, paths, strict=True):
         write_config(export_config(study, trial, args.storage), path, fmt, force=args.force)
         console.print(f"wrote {path}: trial {trial.number}, validation accuracy {trial.value:.4f}",
                       highlight=False)
     console.print(f"next: kmnist-search retrain {paths[0]} --seeds 3", highlight=False)
+    return 0
+
+
+def cmd_front(args: argparse.Namespace, console: Console) -> int:
+    import shutil
+    import tempfile
+
+    from search.budget import stored_budget
+    from search.front import costed_trials, pareto_front, plot_front, smallest_within
+    from search.progress import format_params
+    from search.study import trial_source
+
+    if args.output is not None:
+        check_output_path(args.output, args.force)
+    storage = open_storage(args.storage)
+    study = find_study(storage, args.study)
+    if study is None:
+        raise FrontError(f"no study {args.study!r} in {args.storage}: see `kmnist-search status "
+                         f"--storage {args.storage}`")
+    cost = COSTS[args.cost]
+    trials = costed_trials(study, cost)
+    front = pareto_front(trials, cost)
+    pick = None if args.within_points is None else smallest_within(trials, cost, args.within_points)
+    table = Table(title=f"study {study.study_name}: {len(front)} of {len(trials)} completed trials on the "
+                        f"front of validation accuracy against {cost.unit}")
+    for column in ("trial", "val accuracy", "parameters", "MFLOPs", "ms/image", "ms/256 images", "source",
+                   "params"):
+        table.add_column(column, overflow="fold")
+    for t in front:
+        attrs = t.user_attrs
+        table.add_row(str(t.number), f"{t.value:.4f}", f"{attrs['param_count']:,}",
+                      f"{attrs['forward_mflops']:.3g}", str(attrs.get("latency_ms", "-")),
+                      str(attrs.get("latency_ms_batch256", "-")), trial_source(t), format_params(t.params))
+    console.print(table)
+    title = f"{study.study_name}: validation error against {cost.unit}"
+    with tempfile.TemporaryDirectory() as folder:
+        path = plot_front(trials, front, cost, stored_budget(study), title,
+                          Path(folder) / f"front-{cost.name}-{len(trials)}-trials.png", pick)
+        attach(open_artifact_store(artifact_dir(args.storage, args.artifact_dir)), path, study)
+        if args.output is not None:
+            shutil.copyfile(path, args.output)
+    console.print(f"attached {path.name} to study {study.study_name!r} (the dashboard lists it under the "
+                  f"study's artifacts){f'; wrote {args.output}' if args.output else ''}", highlight=False)
+    if pick is not None:
+        best = max(t.value for t in trials)
+        console.print(f"cheapest within {args.within_points:g} points of the best ({best:.4f}): trial "
+                      f"{pick.number}, validation accuracy {pick.value:.4f}, "
+                      f"{format_cost(pick.user_attrs[cost.attr])} {cost.unit}; export it with "
+                      f"`kmnist-search export --study {study.study_name} --storage {args.storage} "
+                      f"--trial {pick.number}`", highlight=False)
     return 0
 
 
@@ -589,7 +707,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {
         "start": cmd_start, "worker": cmd_worker, "replay": cmd_replay, "export": cmd_export,
         "retrain": cmd_retrain, "evaluate": cmd_evaluate, "dashboard": cmd_dashboard,
-        "status": cmd_status, "build-root": cmd_build_root,
+        "status": cmd_status, "build-root": cmd_build_root, "front": cmd_front,
         "spaces": lambda _, console: cmd_spaces(console),
     }
     try:

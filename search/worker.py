@@ -16,8 +16,10 @@ import optuna
 import torch
 from rich.console import Console
 
+from objectives.budget import Budget
 from objectives.data import SearchData
 from objectives.objective import Objective
+from search.budget import UnmeetableBudgetCheck
 from search.evidence import TrialEvidence
 from search.progress import SearchProgress
 from search.study import CheckpointPaths, run_until
@@ -33,6 +35,7 @@ class WorkerSettings:
     artifact_dir: Path
     threads: int
     deadline: float | None = None  # time.time() after which no new trial starts
+    budget: Budget = Budget()
 
 
 def default_threads(jobs: int) -> int:
@@ -49,11 +52,14 @@ def run_worker(study: optuna.Study, space: SearchSpace, data: SearchData, settin
     progress = SearchProgress(console, study, settings.target) if show_progress else None
     objective = Objective(space, data, settings.epochs, settings.seed,
                           on_epoch=progress.on_epoch if progress else None,
-                          on_trial_end=TrialEvidence(store), checkpoint_for=checkpoints)
+                          on_trial_end=TrialEvidence(store), checkpoint_for=checkpoints,
+                          budget=settings.budget)
+    budget = settings.budget
+    callbacks = [UnmeetableBudgetCheck(space, budget, data.num_classes)] if budget.limits() else []
     if progress is None:
-        return run_until(study, objective, settings.target, deadline=settings.deadline)
+        return run_until(study, objective, settings.target, callbacks=callbacks, deadline=settings.deadline)
     with progress:
-        return run_until(study, objective, settings.target, callbacks=[progress.on_trial],
+        return run_until(study, objective, settings.target, callbacks=[progress.on_trial, *callbacks],
                          deadline=settings.deadline)
 
 
