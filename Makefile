@@ -32,5 +32,10 @@ bench: setup
 bench-beyond: setup
 	$(BIN)/python benchmarks/beyond_spaces.py
 
+# issue 14: budgeted and free searches on kmnist-7k, their fronts, a small CNN retrained (~40 min)
+.PHONY: bench-budget
+bench-budget: setup
+	$(BIN)/python benchmarks/deployment_budget.py
+
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import PercentFormatter  # noqa: E402
 import optuna  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
@@ -60,7 +61,7 @@ def plot_front(trials: list[FrozenTrial], front: list[FrozenTrial], cost: CostLi
     def xy(chosen: list[FrozenTrial]) -> tuple[list[float], list[float]]:
         return [t.user_attrs[cost.attr] for t in chosen], [max(1 - t.value, 1e-4) for t in chosen]
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     ax.scatter(*xy(trials), s=14, color="tab:gray", alpha=0.6, label=f"completed trials ({len(trials)})")
     ax.step(*xy(front), where="post", color="tab:red", marker="o", markersize=5,
             label=f"front ({len(front)})")
@@ -77,10 +78,12 @@ def plot_front(trials: list[FrozenTrial], front: list[FrozenTrial], cost: CostLi
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(cost.unit)
-    ax.set_ylabel("validation error (1 - accuracy)")
+    ax.set_ylabel("validation error (1 - accuracy), log scale")
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.yaxis.set_minor_formatter(PercentFormatter(1.0))
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, scatterpoints=1, loc="upper left", bbox_to_anchor=(1.01, 1))  # off the data
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -3,8 +3,11 @@
 import gzip
 import hashlib
 
+import optuna
 import pytest
+from optuna.trial import TrialState
 
+from search.budget import INFEASIBLE_STREAK
 from tests.conftest import make_synthetic_root, run_cli, searched_folder
 
 pytestmark = pytest.mark.slow
@@ -64,6 +67,33 @@ BAD_INPUTS = [
     (["export", "--storage", DB, "--study", "mlp_regularisation", "--trial", "999"], ["no trial 999"]),
     (["export", "--storage", DB, "--study", "nope"], ["no study 'nope'"]),
     (["retrain", "missing.json"], ["missing.json not found", "kmnist-search export"]),
+    # deployment budgets, the front and the pick
+    ([*START, "--max-params", "0"], ["--max-params", "at least 1"]),
+    ([*START, "--max-params", "-5"], ["--max-params", "at least 1"]),
+    ([*START, "--max-params", "2.5"], ["--max-params", "not a whole number"]),
+    ([*START, "--max-mflops", "0"], ["--max-mflops", "positive number"]),
+    ([*START, "--max-mflops", "-1"], ["--max-mflops", "positive number"]),
+    ([*START, "--max-mflops", "nan"], ["--max-mflops", "positive number"]),
+    ([*START, "--max-latency-ms", "0"], ["--max-latency-ms", "positive number"]),
+    ([*START, "--max-latency-ms", "inf"], ["--max-latency-ms", "positive number"]),
+    ([*START, "--max-latency-ms", "fast"], ["--max-latency-ms", "not a number"]),
+    ([*START, "--max-params", "1000000"],
+     ["created with no budget, not --max-params 1000000", "leave out the budget options", "--study"]),
+    (["worker", "--storage", DB, "--study", "mlp_regularisation", "--max-latency-ms", "2"],
+     ["created with no budget, not --max-latency-ms 2.0"]),
+    (["worker", "--storage", DB, "--study", "mlp_regularisation", "--max-params", "0"],
+     ["--max-params", "at least 1"]),
+    (["front", "--storage", DB, "--study", "nope"], ["no study 'nope'", "kmnist-search status"]),
+    (["front", "--storage", DB, "--study", "mlp_regularisation", "--cost", "watts"],
+     ["--cost", "invalid choice"]),
+    (["front", "--storage", DB, "--study", "mlp_regularisation", "--within-points", "-1"],
+     ["--within-points", "between 0 and 100"]),
+    (["front", "--storage", DB, "--study", "mlp_regularisation", "--within-points", "much"],
+     ["--within-points", "not a number"]),
+    (["front", "--storage", DB, "--study", "mlp_regularisation", "-o", "no/such/dir/front.png"],
+     ["does not exist", "-o"]),
+    (["export", "--storage", DB, "--study", "mlp_regularisation", "--within-points", "1", "--trial", "0"],
+     ["--within-points picks the trial itself", "leave out --trial"]),
     (["evaluate", "no-such-run"], ["holds no model.pt", "kmnist-search retrain"]),
 ]
 
@@ -136,4 +166,24 @@ def test_study_created_for_another_dataset(tmp_path, existing_db, synthetic_root
                      "--storage", f"sqlite:///{existing_db}", "--data-dir", str(synthetic_root),
                      cwd=tmp_path)
     check_one_line_error(result, "created with dataset 'kmnist'", "--study")
+    assert digest(existing_db) == before
+
+
+@pytest.mark.parametrize(("space", "option", "value", "fragments"), [
+    ("cnn_beyond", "--max-params", "10",
+     ["no cnn_beyond model meets --max-params 10", "global_pool=True", "has 90 parameters",
+      "raise --max-params to at least 90"]),
+    ("mlp_beyond", "--max-latency-ms", "0.000001",
+     ["no mlp_beyond model meets --max-latency-ms 1e-06", "width_1=64", "ms per image"]),
+])
+def test_budget_no_model_meets_stops_after_a_few_trials(tmp_path, existing_db, synthetic_root, space, option,
+                                                       value, fragments):
+    before = digest(existing_db)
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    result = run_cli("start", "--space", space, "--trials", "50", option, value, "--threads", "1",
+                     "--storage", url, "--data-dir", str(synthetic_root), cwd=tmp_path)
+    check_one_line_error(result, *fragments)
+    trials = optuna.load_study(study_name=space, storage=url).get_trials(states=(TrialState.PRUNED,))
+    assert len(trials) == INFEASIBLE_STREAK  # pruned before training, then the search stopped
+    assert all(not t.intermediate_values and t.user_attrs["pruned_reason"] for t in trials)
     assert digest(existing_db) == before

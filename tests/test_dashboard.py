@@ -272,3 +272,27 @@ def test_processes_opening_a_new_storage_together_all_succeed(tmp_path):
     outputs = [opener.communicate(timeout=120)[0] for opener in openers]
     for opener, output in zip(openers, outputs, strict=True):
         assert opener.returncode == 0, output
+
+
+def test_front_figure_is_attached_to_the_study_and_served_by_the_dashboard(tmp_path, synthetic_root):
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    result = run_cli("start", "--space", SPACE, "--trials", "3", "--epochs", "1", "--max-params", "300000",
+                     "--storage", url, "--data-dir", str(synthetic_root), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    result = run_cli("front", "--study", SPACE, "--storage", url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name=SPACE, storage=url)
+    complete = len(study.get_trials(states=(TrialState.COMPLETE,)))
+    fronts = [a for a in optuna.artifacts.get_all_artifact_meta(study)
+              if a.filename == f"front-params-{complete}-trials.png"]
+    assert len(fronts) == 1 and fronts[0].mimetype == "image/png"
+    stored = (tmp_path / "k-artifacts" / fronts[0].artifact_id).read_bytes()
+    assert stored.startswith(PNG_MAGIC)
+
+    dashboard = [CLI, "dashboard", "--storage", url, "--port", str(port := free_port())]
+    with serve(dashboard, port, tmp_path, tmp_path / "dashboard.log") as base:
+        listed = get_json(f"{base}/api/studies/{study._study_id}")["artifacts"]
+        assert fronts[0].artifact_id in {a["artifact_id"] for a in listed}
+        status, content_type, body = http_get(f"{base}/artifacts/{study._study_id}/{fronts[0].artifact_id}")
+    assert (status, content_type) == (200, "image/png")
+    assert body == stored
