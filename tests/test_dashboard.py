@@ -276,7 +276,7 @@ def test_processes_opening_a_new_storage_together_all_succeed(tmp_path):
 
 def test_front_figure_is_attached_to_the_study_and_served_by_the_dashboard(tmp_path, synthetic_root):
     url = f"sqlite:///{tmp_path / 'k.db'}"
-    result = run_cli("start", "--space", SPACE, "--trials", "3", "--epochs", "1", "--max-params", "300000",
+    result = run_cli("start", "--space", SPACE, "--trials", "3", "--epochs", "1", "--max-params", "600000",
                      "--storage", url, "--data-dir", str(synthetic_root), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     result = run_cli("front", "--study", SPACE, "--storage", url, cwd=tmp_path)
