@@ -9,8 +9,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import PercentFormatter  # noqa: E402
 import optuna  # noqa: E402
+from matplotlib.ticker import PercentFormatter  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from objectives.budget import COST_LIMITS, Budget, CostLimit  # noqa: E402
