@@ -64,7 +64,7 @@ BAD_INPUTS = [
     (["export", "--storage", DB, "--study", "mlp_regularisation", "--trial", "999"], ["no trial 999"]),
     (["export", "--storage", DB, "--study", "nope"], ["no study 'nope'"]),
     (["retrain", "missing.json"], ["missing.json not found", "kmnist-search export"]),
-    (["evaluate", "no-such-run"], ["holds no model.pt", "kmnist-search retrain"]),
+    (["evaluate", "no-such-run"], ["holds no model.safetensors", "kmnist-search retrain"]),
 ]
 
 
