@@ -37,6 +37,7 @@ from search.study import (
     make_pruner,
     make_sampler,
     open_study,
+    queued_documented,
     resume_interrupted,
     retry_callback,
 )
@@ -433,6 +434,10 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
             raise StudyMismatchError(f"no study {name!r} in {args.storage}: run `kmnist-search status` "
                                      "to list the studies there")
         console.print(leaderboard_table(study))
+        queued = queued_documented(study)
+        if queued:
+            console.print(f"{queued} documented experiment{'s' if queued > 1 else ''} still queued "
+                          "(run start with a higher --trials to replay them)", highlight=False)
     return 0
 
 

@@ -106,6 +106,12 @@ def enqueue_documented(study: optuna.Study, space: SearchSpace,
     return added
 
 
+def queued_documented(study: optuna.Study) -> int:
+    """Documented experiments enqueued but not yet run (a --trials below their number)."""
+    return sum("documented_experiment" in t.user_attrs
+               for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
 def retry_callback() -> RetryHeartbeatStaleTrialCallback:
     """Requeues a trial whose worker died (stale heartbeat) with the same parameters."""
     return RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)

@@ -80,7 +80,7 @@ def test_trial_confusion_csv_carries_the_class_names(small_run):
     folder, _, study, _, _ = small_run
     csv_files = list((folder / "artifacts").rglob("*"))
     rows = [list(csv.reader(path.open(encoding="utf-8"))) for path in csv_files
-            if path.is_file() and path.read_bytes().startswith("true\\predicted".encode())]
+            if path.is_file() and path.read_bytes().startswith(b"true\\predicted")]
     assert len(rows) == 2  # one per completed trial
     header, *body = rows[0]
     assert header[1:] == list(DATASET_CHOICES["kmnist"].class_names())
