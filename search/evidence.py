@@ -114,8 +114,8 @@ def retrain_curves_figure(runs: list[tuple[int, list[EpochResult], float]], titl
     accuracies = [100 * accuracy for _, _, accuracy in runs]
     acc_ax.scatter(seeds, accuracies, c=[f"C{i}" for i in range(len(runs))], zorder=3)
     for seed, accuracy in zip(seeds, accuracies, strict=True):
-        acc_ax.annotate(f"{accuracy:.2f}%", (seed, accuracy), textcoords="offset points", xytext=(0, -8),
-                        ha="center", va="top", fontsize=8)
+        acc_ax.annotate(f"{accuracy:.2f}%", (seed, accuracy), textcoords="offset points", xytext=(7, 0),
+                        ha="left", va="center", fontsize=8)
     mean = statistics.fmean(accuracies)
     acc_ax.axhline(mean, color="grey", linestyle="--", linewidth=1, label=f"mean {mean:.2f}%")
     acc_ax.set_xlabel("seed")
