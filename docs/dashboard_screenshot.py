@@ -5,11 +5,12 @@
 
 It runs `kmnist-search start` on WORK/kmnist-search.db (a no-op when the study already holds
 --trials finished trials, a top-up when it holds fewer), exports the best trial and retrains
-it over --seeds seeds (once: delete WORK to start over), serves the storage with `kmnist-search dashboard`, and writes to
-OUT_DIR: dashboard-study.png (the study page), dashboard-trial.png (the best replayed
-documented trial: its note with the report's claims, its learning curve and confusion
-matrix), retrain-learning_curve.png and retrain-confusion_matrix.png. About two minutes of
-one CPU core on kmnist-7k.
+it over --seeds seeds (once: delete WORK to start over), serves the storage with
+`kmnist-search dashboard`, and writes to OUT_DIR: dashboard-study.png (the study page),
+dashboard-trial.png (the best replayed documented trial: its note with the report's claims,
+its learning curve and confusion matrix), retrain-learning_curve.png and
+retrain-confusion_matrix.png. About two minutes of one CPU core on kmnist-7k. It fails when
+the note shows a number in scientific notation.
 Needs Chromium (Debian: `bash .ci/install-system-packages`) and playwright (`pip install -e '.[test]'`).
 """
 
@@ -165,9 +166,9 @@ def main() -> int:
     rows = [line for line in text.splitlines() if line.split("\t")[0].strip() in NOTE_METRICS]
     unreadable = [row for row in rows if SCIENTIFIC.search(row)]
     if not rows or unreadable:
-        sys.exit(f"dashboard_screenshot: the trial note {'shows ' + repr(unreadable) if rows else 'is missing'}"
-                 f" (page text in {args.work / 'trial-page.txt'}): numbers should read as 1,333,770 / "
-                 "91.23% / 0.3124")
+        problem = f"shows {unreadable!r}" if rows else "is missing"
+        sys.exit(f"dashboard_screenshot: the trial note {problem} (page text in "
+                 f"{args.work / 'trial-page.txt'}): numbers should read as 1,333,770 / 91.23% / 0.3124")
     print(f"wrote {study_png} (study {study_name!r}), {trial_png} (trial {trial_number}) and "
           f"{args.out_dir}/retrain-*.png (run {retrained})")
     return 0

@@ -27,7 +27,7 @@ from optuna_dashboard import save_note  # noqa: E402
 from optuna_dashboard._note import get_note_from_system_attrs, save_note_with_version  # noqa: E402
 from sklearn.metrics import confusion_matrix  # noqa: E402
 
-from objectives.datasets import DATASET_CHOICES  # noqa: E402
+from objectives.datasets import DATASET_CHOICES, DatasetChoice  # noqa: E402
 from objectives.objective import TrialOutcome  # noqa: E402
 from objectives.training import EpochResult  # noqa: E402
 from search.replay import format_value  # noqa: E402
@@ -49,11 +49,17 @@ def cjk_font() -> str | None:
     return next((name for name in CJK_FONTS if name in installed), None)
 
 
+def _dataset_choice(dataset: str | None, num_classes: int) -> DatasetChoice | None:
+    """The dataset whose classes these are; None for a study that did not record it."""
+    choice = DATASET_CHOICES.get(dataset or "")
+    return choice if choice is not None and choice.num_classes == num_classes else None
+
+
 def class_labels(dataset: str | None, num_classes: int) -> tuple[tuple[str, ...], str | None]:
     """Names to label a figure's classes with, and the font family that draws them (None: the
     default): KMNIST's characters where a CJK font is installed, their romanisation otherwise."""
-    choice = DATASET_CHOICES.get(dataset or "")
-    if choice is None or choice.num_classes != num_classes:
+    choice = _dataset_choice(dataset, num_classes)
+    if choice is None:
         return tuple(str(label) for label in range(num_classes)), None
     font = cjk_font()
     return choice.class_names(characters=font is not None), font
@@ -61,10 +67,8 @@ def class_labels(dataset: str | None, num_classes: int) -> tuple[tuple[str, ...]
 
 def class_names(dataset: str | None, num_classes: int) -> tuple[str, ...]:
     """Names for tables, CSVs and JSON (text needs no font: KMNIST's carry their characters)."""
-    choice = DATASET_CHOICES.get(dataset or "")
-    if choice is None or choice.num_classes != num_classes:
-        return tuple(str(label) for label in range(num_classes))
-    return choice.class_names()
+    choice = _dataset_choice(dataset, num_classes)
+    return tuple(str(label) for label in range(num_classes)) if choice is None else choice.class_names()
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
