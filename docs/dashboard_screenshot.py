@@ -9,7 +9,8 @@ it over --seeds seeds (once: delete WORK to start over), serves the storage with
 `kmnist-search dashboard`, and writes to OUT_DIR: dashboard-study.png (the study page),
 dashboard-trial.png (the best replayed documented trial: its note with the report's claims,
 its learning curve and confusion matrix), retrain-learning_curve.png and
-retrain-confusion_matrix.png. About two minutes of one CPU core on kmnist-7k. It fails when
+retrain-confusion_matrix.png, and the shown trial's trial-learning_curve.png and
+trial-confusion_matrix.png at full size. About two minutes of one CPU core on kmnist-7k. It fails when
 the note shows a number in scientific notation.
 Needs Chromium (Debian: `bash .ci/install-system-packages`) and playwright (`pip install -e '.[test]'`).
 """
@@ -80,6 +81,23 @@ def trial_to_show(storage: str, study_name: str) -> tuple[int, int]:
     return study._study_id, max(replayed, key=lambda t: t.value).number
 
 
+def copy_trial_figures(storage: str, study_name: str, trial_number: int, out_dir: Path) -> None:
+    """The shown trial's own PNG artifacts at full size, as trial-NAME.png (the page has thumbnails)."""
+    import optuna
+    from optuna.artifacts import download_artifact, get_all_artifact_meta
+
+    from storage.artifacts import artifact_dir, open_artifact_store
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    trial = next(t for t in study.get_trials() if t.number == trial_number)
+    store = open_artifact_store(artifact_dir(storage))
+    for meta in get_all_artifact_meta(trial, storage=study._storage):
+        target = out_dir / f"trial-{meta.filename}"
+        if meta.filename.endswith(".png"):
+            target.unlink(missing_ok=True)
+            download_artifact(artifact_store=store, artifact_id=meta.artifact_id, file_path=str(target))
+
+
 def screenshot(base: str, study_id: int, trial_number: int, study_png: Path, trial_png: Path,
                chromium: Path) -> str:
     """Saves both pages; returns the trial page's text."""
@@ -147,6 +165,7 @@ def main() -> int:
     for name in ("learning_curve.png", "confusion_matrix.png"):
         shutil.copyfile(retrained / name, args.out_dir / f"retrain-{name}")
     study_id, trial_number = trial_to_show(storage, study_name)
+    copy_trial_figures(storage, study_name, trial_number, args.out_dir)
 
     study_png, trial_png = args.out_dir / "dashboard-study.png", args.out_dir / "dashboard-trial.png"
     port = free_port()
@@ -170,7 +189,7 @@ def main() -> int:
         sys.exit(f"dashboard_screenshot: the trial note {problem} (page text in "
                  f"{args.work / 'trial-page.txt'}): numbers should read as 1,333,770 / 91.23% / 0.3124")
     print(f"wrote {study_png} (study {study_name!r}), {trial_png} (trial {trial_number}) and "
-          f"{args.out_dir}/retrain-*.png (run {retrained})")
+          f"{args.out_dir}/retrain-*.png (run {retrained}), trial-*.png")
     return 0
 
 
