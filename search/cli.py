@@ -37,6 +37,7 @@ from search.study import (
     make_pruner,
     make_sampler,
     open_study,
+    queued_documented,
     resume_interrupted,
     retry_callback,
 )
@@ -433,6 +434,10 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
             raise StudyMismatchError(f"no study {name!r} in {args.storage}: run `kmnist-search status` "
                                      "to list the studies there")
         console.print(leaderboard_table(study))
+        queued = queued_documented(study)
+        if queued:
+            console.print(f"{queued} documented experiment{'s' if queued > 1 else ''} still queued "
+                          "(run start with a higher --trials to replay them)", highlight=False)
     return 0
 
 
@@ -579,16 +584,17 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
                           "retrain to write a new run") from None
     images, labels = load_raw(saved.config["dataset"], data_dir, train=False)
     evaluation = evaluate(model, to_device(images, labels, saved.mean, saved.std, device))
-    details = test_metrics(labels.numpy(), evaluation.predictions.numpy(), saved.num_classes)
+    details = test_metrics(labels.numpy(), evaluation.predictions.numpy(), saved.num_classes,
+                           saved.config["dataset"])
     console.print(f"test accuracy {100 * evaluation.accuracy:.2f}%, loss {evaluation.loss:.4f} "
                   f"({len(labels):,} images); retrain recorded {100 * expected:.2f}% for seed "
                   f"{saved.seed}: {'matches' if evaluation.accuracy == expected else 'DIFFERS'}",
                   highlight=False)
     table = Table(title="per class")
-    for column in ("class", "precision", "recall", "f1-score", "support"):
+    for column in ("label", "class", "precision", "recall", "f1-score", "support"):
         table.add_column(column)
-    for name, row in details["per_class"].items():
-        table.add_row(name, *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1-score")),
+    for (label, row), name in zip(details["per_class"].items(), details["class_names"], strict=True):
+        table.add_row(label, name, *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1-score")),
                       str(row["support"]))
     console.print(table)
     return 0

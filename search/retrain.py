@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from sklearn.metrics import classification_report, confusion_matrix
 
 from objectives.data import load_raw, pixel_stats, to_device
@@ -21,7 +22,13 @@ from objectives.errors import TensorFileError
 from objectives.models import build_model, model_config
 from objectives.tensor_files import load_tensor_file, save_tensor_file
 from objectives.training import EpochResult, evaluate, seed_everything, train, train_settings
-from search.evidence import plot_confusion, plot_learning_curve
+from search.evidence import (
+    class_names,
+    confusion_figure,
+    retrain_curves_figure,
+    save_figure,
+    write_confusion_csv,
+)
 from search.export import checked_params
 from spaces.documented import ALL_EXPERIMENTS
 
@@ -119,13 +126,17 @@ def load_saved_model(path: Path, device: torch.device) -> tuple[torch.nn.Module,
     return model.to(device), info
 
 
-def test_metrics(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> dict[str, Any]:
+def test_metrics(labels: np.ndarray, predictions: np.ndarray, num_classes: int,
+                 dataset: str) -> dict[str, Any]:
+    """Per-class precision/recall/F1 keyed by label, the confusion matrix (rows: true label),
+    and the classes' names in label order."""
     report = classification_report(labels, predictions, labels=list(range(num_classes)),
                                    output_dict=True, zero_division=0)
     per_class = {str(c): {k: round(report[str(c)][k], 4) for k in ("precision", "recall", "f1-score")}
                  | {"support": int(report[str(c)]["support"])} for c in range(num_classes)}
     matrix = confusion_matrix(labels, predictions, labels=list(range(num_classes)))
-    return {"per_class": per_class, "confusion_matrix": matrix.tolist()}
+    return {"class_names": list(class_names(dataset, num_classes)), "per_class": per_class,
+            "confusion_matrix": matrix.tolist()}
 
 
 def summarise(values: list[float]) -> dict[str, float]:
@@ -140,7 +151,7 @@ def best_documented_claim(dataset: str) -> tuple[float, str] | None:
 
 
 def write_run(out: Path, config: dict[str, Any], results: list[SeedResult], data_dir: Path) -> dict:
-    """metrics.json, model.safetensors (first seed), plots and report.md."""
+    """metrics.json, model.safetensors (first seed), confusion_matrix.csv, plots and report.md."""
     num_classes = DATASET_CHOICES[config["dataset"]].num_classes
     first = results[0]
     (out / MODEL_FILE).write_bytes((out / "models" / f"seed-{first.seed}{MODEL_SUFFIX}").read_bytes())
@@ -155,16 +166,32 @@ def write_run(out: Path, config: dict[str, Any], results: list[SeedResult], data
         "dataset": config["dataset"],
         "data_dir": str(data_dir),
         "test_images": len(first.labels),
-        "saved_model": test_metrics(first.labels, first.predictions, num_classes),
+        "saved_model": test_metrics(first.labels, first.predictions, num_classes, config["dataset"]),
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n",
+                                      encoding="utf-8")
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    plot_confusion(np.array(metrics["saved_model"]["confusion_matrix"]), out / "confusion_matrix.png",
-                   f"test confusion matrix (seed {first.seed})")
-    plot_learning_curve(first.history, out / "learning_curve.png",
-                        f"retrain on train+validation (seed {first.seed})")
-    (out / "report.md").write_text(report_text(config, metrics))
+    matrix = np.array(metrics["saved_model"]["confusion_matrix"])
+    write_confusion_csv(matrix, out / "confusion_matrix.csv", metrics["saved_model"]["class_names"])
+    for name, figure in run_figures(config, results).items():
+        save_figure(figure, out / name)
+    (out / "report.md").write_text(report_text(config, metrics), encoding="utf-8")
     return metrics
+
+
+def run_figures(config: dict[str, Any], results: list[SeedResult]) -> dict[str, Figure]:
+    """A retrain's figures by file name: the first seed's (the run's model file) test confusion matrix,
+    and every seed's training loss with its test accuracy."""
+    first = results[0]
+    num_classes = DATASET_CHOICES[config["dataset"]].num_classes
+    matrix = confusion_matrix(first.labels, first.predictions, labels=list(range(num_classes)))
+    return {
+        "confusion_matrix.png": confusion_figure(
+            matrix, f"test confusion matrix, {MODEL_FILE} (seed {first.seed})", config["dataset"]),
+        "learning_curve.png": retrain_curves_figure(
+            [(r.seed, r.history, r.test_accuracy) for r in results],
+            f"retrain on train+validation: {len(results)} seed{'s' if len(results) > 1 else ''}"),
+    }
 
 
 def report_text(config: dict[str, Any], metrics: dict[str, Any]) -> str:
@@ -192,6 +219,12 @@ def report_text(config: dict[str, Any], metrics: dict[str, Any]) -> str:
         lines.append(f"| best documented test accuracy on {config['dataset']} ({claim[1]}) | "
                      f"{100 * claim[0]:.2f}% |")
         lines.append(f"| retrained minus documented | {100 * (acc['mean'] - claim[0]):+.2f} pts |")
+    lines += ["", f"Per class ({MODEL_FILE}, seed {metrics['model_seed']}):", "",
+              "| label | class | precision | recall | F1 | support |", "|---|---|---|---|---|---|"]
+    model = metrics["saved_model"]
+    for (label, row), name in zip(model["per_class"].items(), model["class_names"], strict=True):
+        lines.append(f"| {label} | {name} | {row['precision']:.4f} | {row['recall']:.4f} | "
+                     f"{row['f1-score']:.4f} | {row['support']:,} |")
     lines += ["", "Configuration:", "", "```json", json.dumps(config["params"], indent=2), "```", ""]
     if metrics["test_images"] < 10_000:
         lines.insert(4, f"Note: this test set has {metrics['test_images']:,} images, not the official "
