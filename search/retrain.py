@@ -67,7 +67,8 @@ def train_and_test(config: dict[str, Any], params: dict[str, Any], data_dir: Pat
         history = train(model, train_split, None, settings)
         evaluation = evaluate(model, test_split)
         path = out / "models" / f"seed-{seed}{MODEL_SUFFIX}"
-        save_model(path, model, SavedModelInfo(config, seed, num_classes, mean, std))
+        save_model(path, model, SavedModelInfo(config, seed, num_classes, mean, std,
+                                                  list(class_names(dataset, num_classes))))
         reloaded, _ = load_saved_model(path, device)  # the file alone must give the same model
         if not torch.equal(evaluate(reloaded, test_split).predictions, evaluation.predictions):
             raise RuntimeError(f"{path} does not reproduce the trained model's predictions")
@@ -85,6 +86,7 @@ class SavedModelInfo:
     num_classes: int
     mean: float  # the training images' normalisation
     std: float
+    class_names: list[str]  # in label order
 
 
 def save_model(path: Path, model: torch.nn.Module, info: SavedModelInfo) -> None:

@@ -265,4 +265,5 @@ def test_model_file_carries_its_config_and_normalisation_as_json(retrained):
         metadata = f.metadata()
     content = json.loads(metadata["content"])
     assert metadata["format"] == "kmnist-search-model/2"
-    assert set(content) == {"config", "seed", "num_classes", "mean", "std", "state_dict"}
+    assert set(content) == {"config", "seed", "num_classes", "mean", "std", "class_names", "state_dict"}
+    assert content["class_names"][0] == "お (o)" and len(content["class_names"]) == 10
