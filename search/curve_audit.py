@@ -219,7 +219,7 @@ def audit_experiment(experiment: DocumentedExperiment, dataset: str, runs: Seque
         not_run = not_run or f"claim measured on {experiment.dataset}, replayed on {dataset}"
     rows = []
     for claim in experiment.claims:
-        if not_run and claim.metric != "param_count":
+        if not_run and (not runs or claim.metric != "param_count"):  # a count needs only the model
             verdict, reason = "not comparable", not_run
         else:
             verdict, reason = claim_verdict(claim.metric, claim.value, runs, fit, full_protocol,

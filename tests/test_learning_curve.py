@@ -119,6 +119,12 @@ def read_rows(path):
         return list(csv.DictReader(f))
 
 
+def curve_trials(storage):
+    """Every run of the learning-curve studies (one study per space replaying the experiments)."""
+    names = [n for n in optuna.study.get_all_study_names(storage) if n.startswith("curve-")]
+    return [t for n in names for t in optuna.load_study(study_name=n, storage=storage).trials]
+
+
 @pytest.mark.slow
 def test_replay_learning_curve_on_synthetic_data_resumes_and_refuses_other_settings(tmp_path):
     root = make_synthetic_root(tmp_path / "data", n_train=360, n_test=100)  # 300 training after validation
@@ -143,14 +149,14 @@ def test_replay_learning_curve_on_synthetic_data_resumes_and_refuses_other_setti
     assert all(c["verdict"] == "reproduced" for c in claims if c["metric"] == "param_count")
     markdown = (tmp_path / "audit" / "audit.md").read_text()
     assert "fit on sizes up to 200, predict 300" in markdown and "| report | experiment |" in markdown
-    study = optuna.load_study(study_name="curve-mlp_regularisation-kmnist", storage=db)
-    assert len(study.trials) == 30 and {t.user_attrs["source"] for t in study.trials} == {"learning-curve"}
+    trials = curve_trials(db)
+    assert len(trials) == 30 and {t.user_attrs["source"] for t in trials} == {"learning-curve"}
 
     # the same command trains nothing again; one more seed trains only that seed's runs
     again = run_cli(*command[:command.index("--curve-seeds") + 1], "3",
                     *command[command.index("--curve-seeds") + 2:], cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert len(optuna.load_study(study_name="curve-mlp_regularisation-kmnist", storage=db).trials) == 45
+    assert len(curve_trials(db)) == 45
     assert len(read_rows(tmp_path / "audit" / "curve-runs.csv")) == 45
 
     other = run_cli(*[("2" if a == "1" and command[i - 1] == "--max-epochs" else a)
