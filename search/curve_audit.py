@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from objectives.data import SearchData, TensorSplit, nested_stratified_order, take
 from objectives.datasets import DataUnavailableError
 from objectives.objective import Objective
-from search.curve_fit import CurveFitError, Extrapolation, Validation, extrapolate, validate
+from search.curve_fit import Curve, CurveFitError, Extrapolation, Validation, extrapolate, validate
 from search.replay import format_value, judge
 from search.study import StudyMismatchError, make_sampler, open_study
 from spaces.base import DocumentedExperiment, SearchSpace
@@ -166,7 +166,9 @@ class CurveAuditRow:
     extrapolated: float | None
     interval_low: float | None
     interval_high: float | None
-    curve: str
+    curve_e_inf: float | None  # the fit: err(n) = e_inf + b * (n / 1000) ** -c
+    curve_b: float | None
+    curve_c: float | None
     verdict: str
     reason: str
 
@@ -226,18 +228,19 @@ def audit_experiment(experiment: DocumentedExperiment, dataset: str, runs: Seque
                                             validation_failed, param_count, accuracy_tolerance)
         if experiment.doubtful:
             reason += f"; the catalogue doubts this claim: {experiment.doubtful}"
-        extrapolation = fit if isinstance(fit, Extrapolation) else None
-        rows.append(CurveAuditRow(
-            experiment.report, experiment.name, dataset, epochs, described, claim.metric, claim.value,
-            largest, experiment.train_images, extrapolation and extrapolation.accuracy,
-            extrapolation and extrapolation.low, extrapolation and extrapolation.high,
-            extrapolation.curve.describe() if extrapolation else "", verdict, reason))
+        numbers: tuple = (None,) * 6
+        if isinstance(fit, Extrapolation):
+            numbers = (fit.accuracy, fit.low, fit.high, fit.curve.e_inf, fit.curve.b, fit.curve.c)
+        rows.append(CurveAuditRow(experiment.report, experiment.name, dataset, epochs, described,
+                                  claim.metric, claim.value, largest, experiment.train_images, *numbers,
+                                  verdict, reason))
     return rows
 
 
 def validation_failures(validations: Sequence[Validation]) -> str:
     """Why the extrapolation may not be trusted ("" when every check passed)."""
-    return "; ".join(v.describe() for v in validations if not v.passed)
+    return "; ".join(f"fit up to {v.up_to:,}, predict {v.target:,}: coverage {100 * v.coverage:.0f}% against "
+                     f"nominal {100 * v.level:.0f}%" for v in validations if not v.passed)
 
 
 TABLE_COLUMNS = ("report", "experiment", "epochs", "claimed", "mean at largest size",
@@ -262,9 +265,72 @@ def headline(rows: Sequence[CurveAuditRow]) -> CurveAuditRow:
     return next((r for r in rows if r.metric == "test_accuracy"), rows[0])
 
 
+HOW_TO_READ = """## How to read the verdicts
+
+Each documented experiment was trained at several training-set sizes (nested, stratified
+subsets of the training split; one subset order and one weight initialisation per seed) and
+tested on the test set. A power law with an asymptote, err(n) = e_inf + b (n/1000)^-c, fitted
+to those runs is extrapolated to the number of images the report trained on, with a
+prediction interval for one run there (bootstrap over seeds and sizes plus the seed-to-seed
+noise). Only test accuracy is extrapolated.
+
+- *reproduced* / *not reproduced*: the full protocol ran (all the report's images, its
+  epochs) and the claim is / is not within the tolerance. Parameter counts need no data.
+- *consistent with the extrapolation*: the claim lies inside the interval. Not a
+  reproduction: a claim anywhere in a wide interval is consistent.
+- *outside the extrapolated interval*: the claim lies above or below it, by the points given.
+- *not comparable*: the reason says why (another dataset whose files are missing, a claim
+  that is not a test accuracy, a curve that could not be fitted, or an extrapolation that did
+  not pass its check below, in which case no claim is judged by it).
+"""
+
+
+VERDICT_COLOURS = {"consistent with the extrapolation": "tab:green", "reproduced": "tab:green",
+                   "outside the extrapolated interval": "tab:red", "not reproduced": "tab:red"}
+
+
+def plot_curves(claims: Sequence[CurveAuditRow], runs: Sequence[CurveRun], path: Path) -> Path:
+    """One panel per experiment: runs, fitted curve, interval at the report's size, claim."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tested = [r for r in claims if r.metric == "test_accuracy" and r.curve_e_inf is not None]
+    by_key = {f"{r.report.split('_')[0]}/{r.experiment}": r for r in tested}
+    columns = 4
+    rows = max(1, -(-len(tested) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
+    for ax, (key, row) in zip(axes.flat, by_key.items(), strict=False):
+        mine = [r for r in runs if r.experiment == key]
+        ax.scatter([r.size for r in mine], [100 * r.test_accuracy for r in mine], s=8, color="tab:blue")
+        n = np.geomspace(min(r.size for r in mine), row.target_images, 100)
+        curve = Curve(row.curve_e_inf, row.curve_b, row.curve_c)
+        ax.plot(n, 100 * curve.accuracy(n), color="tab:blue", linewidth=1)
+        ax.errorbar([row.target_images], [100 * row.extrapolated],
+                    yerr=[[100 * (row.extrapolated - row.interval_low)],
+                          [100 * (row.interval_high - row.extrapolated)]], color="black", capsize=3)
+        ax.scatter([row.target_images], [100 * row.claimed], marker="*", s=60, zorder=3,
+                   color=VERDICT_COLOURS.get(row.verdict, "tab:gray"))
+        ax.set_xscale("log")
+        ax.set_title(key if len(key) < 38 else key[:36] + "...", fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(by_key):]:
+        ax.axis("off")
+    fig.supxlabel("training images (log); star: claimed test accuracy (green consistent, red outside, grey "
+                  "not judged); bar: extrapolated interval",
+                  fontsize=8)
+    fig.supylabel("test accuracy (%)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def write_curve_audit(out: Path, claims: Sequence[CurveAuditRow], runs: Sequence[CurveRun],
                       validations: Sequence[Validation], header: str) -> list[Path]:
-    """audit.md (validation, one row per experiment), audit.csv (every claim), curve-runs.csv."""
+    """audit.md (validation, one row per experiment), audit.csv (every claim), curve-runs.csv and
+    audit-curves.png."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "audit.md", out / "audit.csv", out / "curve-runs.csv"]
     for path, rows, fields in ((paths[1], claims, CurveAuditRow.__dataclass_fields__),
@@ -273,9 +339,22 @@ def write_curve_audit(out: Path, claims: Sequence[CurveAuditRow], runs: Sequence
             writer = csv.DictWriter(f, fieldnames=list(fields))
             writer.writeheader()
             writer.writerows({k: "" if v is None else v for k, v in asdict(r).items()} for r in rows)
-    lines = [f"# Audit of the reports on the test set, by learning curves\n\n{header}\n",
+    lines = [f"# Audit of the reports on the test set, by learning curves\n\n{header}\n", HOW_TO_READ,
              "## Does the extrapolation validate?\n"]
     lines += [f"- {v.describe()}" for v in validations] or ["- no validation: too few sizes"]
+    largest = max((r.size for r in runs), default=0)
+    targets = sorted({r.target_images for r in claims})
+    if validations and largest:
+        reach = max(v.target / v.up_to for v in validations)
+        low, high = targets[0] / largest, targets[-1] / largest
+        lines.append(f"\nThe checks extrapolate at most {reach:.1f}x in training-set size; the audit "
+                     f"extrapolates {low:.1f}x" + f"-{high:.1f}x" * (high > low) + f" (from {largest:,} "
+                     f"to {', '.join(f'{t:,}' for t in targets)} images). Passing at the shorter reach is "
+                     "necessary, not sufficient, for trusting the longer one.")
+    if runs:
+        figure = plot_curves(claims, runs, out / "audit-curves.png")
+        paths.append(figure)
+        lines.append(f"\n![learning curves]({figure.name})")
     experiments: dict[tuple[str, str], list[CurveAuditRow]] = {}
     for row in claims:
         experiments.setdefault((row.report, row.experiment), []).append(row)

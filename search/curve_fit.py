@@ -109,7 +109,7 @@ def extrapolate(sizes: Sequence[float], accuracies: Sequence[float], target: int
             refit = fit_curve(np.sort(x), resampled, start=curve)
         except CurveFitError:
             continue
-        predictions.append(float(refit.accuracy(target)) + rng.normal(0.0, noise))
+        predictions.append(min(1.0, max(0.0, float(refit.accuracy(target)) + rng.normal(0.0, noise))))
     if len(predictions) < replicates // 2:
         raise CurveFitError(f"only {len(predictions)} of {replicates} bootstrap refits converged")
     tail = (1.0 - level) / 2
