@@ -22,7 +22,15 @@ from optuna.trial import FrozenTrial, TrialState
 from objectives.data import SearchData, TensorSplit, nested_stratified_order, take
 from objectives.datasets import DataUnavailableError
 from objectives.objective import Objective
-from search.curve_fit import Curve, CurveFitError, Extrapolation, Validation, extrapolate, validate
+from search.curve_fit import (
+    Curve,
+    CurveFitError,
+    Extrapolation,
+    Validation,
+    extrapolate,
+    local_slopes,
+    validate,
+)
 from search.replay import format_value, judge
 from search.study import StudyMismatchError, make_sampler, open_study
 from spaces.base import DocumentedExperiment, SearchSpace
@@ -327,6 +335,15 @@ def plot_curves(claims: Sequence[CurveAuditRow], runs: Sequence[CurveRun], path:
     return path
 
 
+def slope_table(runs: Sequence[CurveRun]) -> dict[tuple[int, int], list[float]]:
+    """Local slopes of every experiment's curve, gathered per pair of neighbouring sizes."""
+    gathered: dict[tuple[int, int], list[float]] = {}
+    for key in dict.fromkeys(r.experiment for r in runs):
+        for a, b, slope in local_slopes(*curve_points([r for r in runs if r.experiment == key])):
+            gathered.setdefault((a, b), []).append(slope)
+    return gathered
+
+
 def write_curve_audit(out: Path, claims: Sequence[CurveAuditRow], runs: Sequence[CurveRun],
                       validations: Sequence[Validation], header: str) -> list[Path]:
     """audit.md (validation, one row per experiment), audit.csv (every claim), curve-runs.csv and
@@ -351,6 +368,14 @@ def write_curve_audit(out: Path, claims: Sequence[CurveAuditRow], runs: Sequence
                      f"extrapolates {low:.1f}x" + f"-{high:.1f}x" * (high > low) + f" (from {largest:,} "
                      f"to {', '.join(f'{t:,}' for t in targets)} images). Passing at the shorter reach is "
                      "necessary, not sufficient, for trusting the longer one.")
+    slopes = slope_table(runs)
+    if slopes:
+        lines += ["\nHow the error falls with size, averaged over the experiments (slope of log test error "
+                  "against log training images between neighbouring sizes; a saturating curve's slopes "
+                  "flatten toward zero):\n", "| sizes | mean slope | range over experiments |",
+                  "|---|---|---|"]
+        lines += [f"| {a:,}-{b:,} | {np.mean(v):.3f} | {min(v):.3f} .. {max(v):.3f} |"
+                  for (a, b), v in slopes.items()]
     if runs:
         figure = plot_curves(claims, runs, out / "audit-curves.png")
         paths.append(figure)

@@ -166,3 +166,17 @@ def validate(curves: Sequence[tuple[Sequence[float], Sequence[float]]], up_to: i
         inside, runs = inside + hits, runs + len(held_out)
     coverage = float(np.mean(shares)) if shares else 0.0
     return Validation(up_to, target, level, coverage, len(shares), inside, runs)
+
+
+def local_slopes(sizes: Sequence[float], accuracies: Sequence[float]) -> list[tuple[int, int, float]]:
+    """(size, next size, slope of log mean error against log size) between neighbouring sizes.
+
+    A saturating curve flattens (slopes approach zero from below); slopes that grow steeper
+    with size mean the runs have not yet reached the power-law region the curve assumes.
+    """
+    x, acc = np.asarray(sizes, dtype=float), np.asarray(accuracies, dtype=float)
+    levels = np.unique(x)
+    log_err = [math.log(max(1.0 - float(acc[x == n].mean()), 1e-9)) for n in levels]
+    return [(int(levels[i]), int(levels[i + 1]),
+             (log_err[i + 1] - log_err[i]) / math.log(levels[i + 1] / levels[i]))
+            for i in range(len(levels) - 1)]

@@ -8,7 +8,7 @@ import pytest
 
 from objectives.data import nested_stratified_order
 from search.curve_audit import VERDICTS, CurveRun, claim_verdict
-from search.curve_fit import Curve, CurveFitError, extrapolate, fit_curve, validate
+from search.curve_fit import Curve, CurveFitError, extrapolate, fit_curve, local_slopes, validate
 from spaces.documented import R002_EXP1, R002_EXP2, R002_EXP3
 from tests.conftest import make_synthetic_root, run_cli
 
@@ -187,3 +187,11 @@ def test_sizes_beyond_the_training_split_get_one_line(tmp_path):
     assert result.stderr.strip() == ("kmnist-search replay: error: --sizes 5,000 exceeds the 100 training "
                                      "images of kmnist left after the validation split: use sizes up to 100 "
                                      "or 'all'")
+
+
+def test_local_slopes_flatten_on_a_saturating_curve_and_match_a_pure_power_law():
+    x = np.array(SIZES, dtype=float)
+    slopes = [s for _, _, s in local_slopes(x, TRUE.accuracy(x))]
+    assert all(s < 0 for s in slopes) and all(b > a for a, b in zip(slopes, slopes[1:], strict=False))
+    pure = Curve(0.0, 0.3, 0.4)
+    assert all(s == pytest.approx(-0.4) for _, _, s in local_slopes(x, pure.accuracy(x)))
