@@ -11,7 +11,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import optuna
@@ -396,7 +396,6 @@ def cmd_worker(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, console: Console) -> int:
-    from objectives.data import load_search_data, load_test_split
     from objectives.objective import Objective
     from objectives.training import resolve_device
     from search.evidence import TrialEvidence
@@ -409,21 +408,16 @@ def cmd_replay(args: argparse.Namespace, console: Console) -> int:
     evidence = TrialEvidence(open_artifact_store(artifact_dir(args.storage, args.artifact_dir)))
     device = resolve_device(args.device)
     data_dir = args.data_dir or default_data_dir()
-    loaded: dict[str, tuple | str] = {}  # dataset -> (search data, test split) or why not
+    load = replay_data(args, data_dir, device)
     claims, summary = [], []
     for space, experiment in chosen:
         dataset = args.dataset or experiment.dataset
-        if dataset not in loaded:
-            try:
-                data = load_search_data(dataset, data_dir, args.val_fraction, args.seed, device)
-                loaded[dataset] = (data, load_test_split(dataset, data_dir, data.mean, data.std, device))
-            except DataUnavailableError as error:
-                loaded[dataset] = f"not run: {error}"
-        if isinstance(loaded[dataset], str):
-            rows = audit_rows(space, experiment, dataset, None, 0, not_run=loaded[dataset],
+        loaded = load(dataset)
+        if isinstance(loaded, str):
+            rows = audit_rows(space, experiment, dataset, None, 0, not_run=loaded,
                               accuracy_tolerance=args.tolerance)
         else:
-            data, test = loaded[dataset]
+            data, test = loaded
             epochs = min(experiment.epochs, args.max_epochs or experiment.epochs)
             console.print(f"replaying {experiment.key} on {dataset} for {epochs} of "
                           f"{experiment.epochs} epochs", highlight=False)
@@ -462,18 +456,10 @@ def replay_choice(args: argparse.Namespace) -> list:
     return picked
 
 
-def cmd_replay_curve(args: argparse.Namespace, console: Console, chosen: list) -> int:
+def replay_data(args: argparse.Namespace, data_dir: Path, device) -> Callable[[str], tuple | str]:
+    """dataset -> (search data, test split), or why it could not be loaded; each loaded once."""
     from objectives.data import load_search_data, load_test_split
-    from objectives.training import resolve_device
-    from search.curve_audit import CurveSettings, audit_by_curves, table_cells, write_curve_audit
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    storage = open_storage(args.storage)
-    device = resolve_device(args.device)
-    data_dir = args.data_dir or default_data_dir()
     loaded: dict[str, tuple | str] = {}
 
     def load(dataset: str) -> tuple | str:
@@ -485,6 +471,21 @@ def cmd_replay_curve(args: argparse.Namespace, console: Console, chosen: list) -
                 loaded[dataset] = f"not run: {error}"
         return loaded[dataset]
 
+    return load
+
+
+def cmd_replay_curve(args: argparse.Namespace, console: Console, chosen: list) -> int:
+    from objectives.training import resolve_device
+    from search.curve_audit import CurveSettings, audit_by_curves, table_cells, write_curve_audit
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    storage = open_storage(args.storage)
+    device = resolve_device(args.device)
+    data_dir = args.data_dir or default_data_dir()
+    load = replay_data(args, data_dir, device)
     settings = CurveSettings(args.sizes, args.curve_seeds, args.max_epochs, args.seed, args.level,
                              args.bootstrap)
     rows, runs, validations = audit_by_curves(
