@@ -7,9 +7,10 @@ import optuna
 import pytest
 
 from objectives.data import nested_stratified_order
-from search.curve_audit import VERDICTS, CurveRun, claim_verdict
+from search.curve_audit import VERDICTS, CurveRun, claim_verdict, enqueue_run
 from search.curve_fit import Curve, CurveFitError, extrapolate, fit_curve, local_slopes, validate
 from spaces.documented import R002_EXP1, R002_EXP2, R002_EXP3
+from spaces.mlp_regularisation import MLP_REGULARISATION
 from tests.conftest import make_synthetic_root, run_cli
 
 TRUE = Curve(e_inf=0.06, b=0.25, c=0.45)  # about a KMNIST MLP: 61% at 500 images, 80% at 5,842
@@ -153,11 +154,14 @@ def test_replay_learning_curve_on_synthetic_data_resumes_and_refuses_other_setti
     trials = curve_trials(db)
     assert len(trials) == 30 and {t.user_attrs["source"] for t in trials} == {"learning-curve"}
 
-    # the same command trains nothing again; one more seed trains only that seed's runs
+    # one more seed trains only that seed's runs, one of them queued by an interrupted audit
+    queued = optuna.load_study(study_name="curve-mlp_regularisation-kmnist", storage=db)
+    enqueue_run(queued, MLP_REGULARISATION, R002_EXP1, 40, 2)
     again = run_cli(*command[:command.index("--curve-seeds") + 1], "3",
                     *command[command.index("--curve-seeds") + 2:], cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert len(curve_trials(db)) == 45
+    assert {t.state for t in curve_trials(db)} == {optuna.trial.TrialState.COMPLETE}
     assert len(read_rows(tmp_path / "audit" / "curve-runs.csv")) == 45
 
     other = run_cli(*[("2" if a == "1" and command[i - 1] == "--max-epochs" else a)
