@@ -129,6 +129,7 @@ class Validation:
     experiments: int
     runs_inside: int
     runs: int
+    bias: float  # mean over experiments of measured mean - prediction: > 0 when the curve predicts too little
 
     @property
     def lowest_acceptable(self) -> float:
@@ -143,14 +144,15 @@ class Validation:
         return (f"fit on sizes up to {self.up_to:,}, predict {self.target:,}: {self.runs_inside} of "
                 f"{self.runs} runs inside the {100 * self.level:.0f}% interval, coverage "
                 f"{100 * self.coverage:.0f}% over {self.experiments} experiments (nominal "
-                f"{100 * self.level:.0f}%, lowest acceptable {100 * self.lowest_acceptable:.0f}%): "
+                f"{100 * self.level:.0f}%, lowest acceptable {100 * self.lowest_acceptable:.0f}%), measured "
+                f"{100 * self.bias:+.2f} pts from the prediction on average: "
                 + ("validated" if self.passed else "NOT validated"))
 
 
 def validate(curves: Sequence[tuple[Sequence[float], Sequence[float]]], up_to: int, level: float = 0.9,
              replicates: int = 500) -> Validation:
     """Hold out the largest size of each (sizes, accuracies) curve and predict it from sizes <= up_to."""
-    shares, inside, runs, target = [], 0, 0, 0
+    shares, misses, inside, runs, target = [], [], 0, 0, 0
     for sizes, accuracies in curves:
         x, acc = np.asarray(sizes, dtype=float), np.asarray(accuracies, dtype=float)
         target = int(x.max())
@@ -160,12 +162,14 @@ def validate(curves: Sequence[tuple[Sequence[float], Sequence[float]]], up_to: i
         try:
             predicted = extrapolate(x[x <= up_to], acc[x <= up_to], target, level, replicates)
             hits = sum(predicted.contains(a) for a in held_out)
+            misses.append(float(held_out.mean()) - predicted.accuracy)
         except CurveFitError:  # no prediction counts as a miss
             hits = 0
         shares.append(hits / len(held_out))
         inside, runs = inside + hits, runs + len(held_out)
     coverage = float(np.mean(shares)) if shares else 0.0
-    return Validation(up_to, target, level, coverage, len(shares), inside, runs)
+    return Validation(up_to, target, level, coverage, len(shares), inside, runs,
+                      float(np.mean(misses)) if misses else float("nan"))
 
 
 def local_slopes(sizes: Sequence[float], accuracies: Sequence[float]) -> list[tuple[int, int, float]]:

@@ -76,6 +76,7 @@ def test_validation_passes_on_power_laws_and_fails_when_the_held_out_size_breaks
         broken.append((sizes, np.where(sizes == 5842, accuracies - 0.05, accuracies)))
     failed = validate(broken, up_to=2000, replicates=200)
     assert not failed.passed and failed.coverage == 0.0 and "NOT validated" in failed.describe()
+    assert failed.bias == pytest.approx(passed.bias - 0.05, abs=0.005)
 
 
 def test_nested_stratified_subsets():
