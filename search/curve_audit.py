@@ -255,8 +255,8 @@ def validation_failures(validations: Sequence[Validation]) -> str:
                      f"nominal {100 * v.level:.0f}%" for v in validations if not v.passed)
 
 
-TABLE_COLUMNS = ("report", "experiment", "epochs", "claimed", "mean at largest size",
-                 "extrapolated (interval)", "verdict", "reason")
+TABLE_COLUMNS = ("report", "experiment", "epochs", "claimed", "measured at largest size (mean)",
+                 "extrapolated test accuracy (interval; used only if validated)", "verdict", "reason")
 
 
 def _percent(value: float | None) -> str:
