@@ -12,7 +12,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import optuna
@@ -102,6 +102,29 @@ def _positive_float(text: str) -> float:
     return value
 
 
+DEFAULT_CURVE_SIZES = "500,750,1000,1500,2000,3000,4000,all"
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    """Comma-separated training-set sizes; 'all' (0) is the whole training split."""
+    sizes = []
+    for part in text.split(","):
+        part = part.strip()
+        if part == "all":
+            sizes.append(0)
+        elif part.isdigit() and int(part) >= 10:
+            sizes.append(int(part))
+        else:
+            raise argparse.ArgumentTypeError(f"{part!r} is not a size of 10 or more images or 'all'")
+    return tuple(sizes)
+
+
+def _report_number(text: str) -> str:
+    if not (len(text) == 3 and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a three-digit report number such as 002")
+    return text
+
+
 def _device(text: str) -> str:
     if text not in ("auto", "cpu") and not text.startswith("cuda"):
         raise argparse.ArgumentTypeError(f"{text!r} is not auto, cpu or cuda[:N]")
@@ -189,6 +212,26 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--val-fraction", type=_fraction, default=1 / 6)
     replay.add_argument("--seed", type=int, default=0)
     replay.add_argument("--device", type=_device, default="auto")
+    replay.add_argument("--report", type=_report_number, default=None, metavar="NNN",
+                        help="only the experiments of this report (000-004)")
+    curve = replay.add_argument_group(
+        "learning curve", "with --learning-curve, each experiment trains at several training-set sizes and "
+        "its claimed test accuracy is judged against the curve extrapolated to the report's size")
+    curve.add_argument("--learning-curve", action="store_true",
+                       help="audit by learning curves: writes audit.md, audit.csv and curve-runs.csv")
+    curve.add_argument("--sizes", type=_sizes, default=_sizes(DEFAULT_CURVE_SIZES),
+                       help=f"training-set sizes, comma-separated; 'all' is the whole training split "
+                       f"(default {DEFAULT_CURVE_SIZES})")
+    curve.add_argument("--curve-seeds", type=_whole_number(2), default=4,
+                       help="runs per size, each with its own nested subsets (default 4)")
+    curve.add_argument("--level", type=_fraction, default=0.9,
+                       help="nominal coverage of the prediction intervals (default 0.9)")
+    curve.add_argument("--validate-up-to", type=_sizes, default=_sizes("2000,4000"),
+                       help="check the method: fit on sizes up to each of these, predict the largest "
+                       "(default 2000,4000)")
+    curve.add_argument("--bootstrap", type=_whole_number(20), default=500,
+                       help="bootstrap refits per interval (default 500)")
+    curve.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: torch's)")
 
     export = commands.add_parser("export", help="write the best trial(s) as a self-contained config")
     export.add_argument("--study", required=True)
@@ -357,33 +400,28 @@ def cmd_worker(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, console: Console) -> int:
-    from objectives.data import load_search_data, load_test_split
     from objectives.objective import Objective
     from objectives.training import resolve_device
     from search.evidence import TrialEvidence
-    from search.replay import audit_rows, headline, replay_experiment, select_experiments, write_audit
+    from search.replay import audit_rows, headline, replay_experiment, write_audit
 
-    spaces = ALL_SPACES if args.all else (get_space(args.space),)
+    chosen = replay_choice(args)
+    if args.learning_curve:
+        return cmd_replay_curve(args, console, chosen)
     storage = open_storage(args.storage)
     evidence = TrialEvidence(open_artifact_store(artifact_dir(args.storage, args.artifact_dir)))
     device = resolve_device(args.device)
     data_dir = args.data_dir or default_data_dir()
-    chosen = select_experiments(spaces)
-    loaded: dict[str, tuple | str] = {}  # dataset -> (search data, test split) or why not
+    load = replay_data(args, data_dir, device)
     claims, summary = [], []
     for space, experiment in chosen:
         dataset = args.dataset or experiment.dataset
-        if dataset not in loaded:
-            try:
-                data = load_search_data(dataset, data_dir, args.val_fraction, args.seed, device)
-                loaded[dataset] = (data, load_test_split(dataset, data_dir, data.mean, data.std, device))
-            except DataUnavailableError as error:
-                loaded[dataset] = f"not run: {error}"
-        if isinstance(loaded[dataset], str):
-            rows = audit_rows(space, experiment, dataset, None, 0, not_run=loaded[dataset],
+        loaded = load(dataset)
+        if isinstance(loaded, str):
+            rows = audit_rows(space, experiment, dataset, None, 0, not_run=loaded,
                               accuracy_tolerance=args.tolerance)
         else:
-            data, test = loaded[dataset]
+            data, test = loaded
             epochs = min(experiment.epochs, args.max_epochs or experiment.epochs)
             console.print(f"replaying {experiment.key} on {dataset} for {epochs} of "
                           f"{experiment.epochs} epochs", highlight=False)
@@ -403,6 +441,77 @@ def cmd_replay(args: argparse.Namespace, console: Console) -> int:
     header = (f"Data: {data_dir}; {cap}; validation fraction {args.val_fraction:.3g}; seed {args.seed}; "
               f"accuracy tolerance {args.tolerance:g}.")
     for path in write_audit(args.out, summary, claims, header):
+        console.print(f"wrote {path}", highlight=False)
+    return 0
+
+
+def replay_choice(args: argparse.Namespace) -> list:
+    """The (space, experiment) pairs `replay` runs: --space or --all, narrowed by --report."""
+    from search.replay import select_experiments
+
+    chosen = select_experiments(ALL_SPACES if args.all else (get_space(args.space),))
+    if args.report is None:
+        return chosen
+    picked = [(space, e) for space, e in chosen if e.key.startswith(f"{args.report}/")]
+    if not picked:
+        reports = sorted({e.key.split("/")[0] for _, e in chosen})
+        raise UnknownSpaceError(f"no documented experiment of report {args.report} in the chosen spaces: "
+                                f"use --report {' / '.join(reports)} or another --space")
+    return picked
+
+
+def replay_data(args: argparse.Namespace, data_dir: Path, device) -> Callable[[str], tuple | str]:
+    """dataset -> (search data, test split), or why it could not be loaded; each loaded once."""
+    from objectives.data import load_search_data, load_test_split
+
+    loaded: dict[str, tuple | str] = {}
+
+    def load(dataset: str) -> tuple | str:
+        if dataset not in loaded:
+            try:
+                data = load_search_data(dataset, data_dir, args.val_fraction, args.seed, device)
+                loaded[dataset] = (data, load_test_split(dataset, data_dir, data.mean, data.std, device))
+            except DataUnavailableError as error:
+                loaded[dataset] = f"not run: {error}"
+        return loaded[dataset]
+
+    return load
+
+
+def cmd_replay_curve(args: argparse.Namespace, console: Console, chosen: list) -> int:
+    from objectives.training import resolve_device
+    from search.curve_audit import CurveSettings, audit_by_curves, table_cells, write_curve_audit
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    storage = open_storage(args.storage)
+    device = resolve_device(args.device)
+    data_dir = args.data_dir or default_data_dir()
+    load = replay_data(args, data_dir, device)
+    settings = CurveSettings(args.sizes, args.curve_seeds, args.max_epochs, args.seed, args.level,
+                             args.bootstrap)
+    rows, runs, validations = audit_by_curves(
+        storage, chosen, load, args.dataset, settings, args.validate_up_to, args.tolerance,
+        report=lambda line: console.print(line, highlight=False))
+    for validation in validations:
+        console.print(validation.describe(), highlight=False)
+    cap = f"documented epochs capped at {args.max_epochs}" if args.max_epochs else "documented epochs"
+    sizes = ", ".join(str(n or "all") for n in args.sizes)
+    header = (f"Data: `{data_dir}`; {cap} (documented early stopping applies); validation fraction "
+              f"{args.val_fraction:.3g} held out once; sizes {sizes}; "
+              f"{args.curve_seeds} seeds from {args.seed}; {100 * args.level:.0f}% prediction intervals from "
+              f"{args.bootstrap} bootstrap refits; accuracy tolerance {args.tolerance:g}.")
+    paths = write_curve_audit(args.out, rows, runs, validations, header)
+    table = Table(title="claims against learning curves")
+    for column in ("report", "experiment", "claim", "extrapolated", "verdict"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        cells = table_cells(row)
+        table.add_row(cells[0], cells[1], cells[3], cells[5], cells[6])
+    console.print(table)
+    for path in paths:
         console.print(f"wrote {path}", highlight=False)
     return 0
 
