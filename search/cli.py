@@ -7,11 +7,12 @@ and the fix, never a traceback.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import optuna
@@ -20,6 +21,7 @@ from rich.table import Table
 
 from objectives.budget import Budget, format_cost
 from objectives.datasets import DATASET_NAMES, SOURCES, DataUnavailableError, default_data_dir
+from objectives.errors import DeviceUnavailableError, TensorFileError
 from search.budget import UnmeetableBudgetError, record_budget, settled_budget
 from search.export import ExportError, checked_params, choose_trials, export_config
 from search.front import COSTS, FrontError
@@ -38,6 +40,7 @@ from search.study import (
     make_pruner,
     make_sampler,
     open_study,
+    queued_documented,
     resume_interrupted,
     retry_callback,
 )
@@ -53,7 +56,8 @@ class SearchStoppedError(RuntimeError):
 
 
 USER_ERRORS = (UnknownSpaceError, DataUnavailableError, StorageError, StudyMismatchError, ExportError,
-               ConfigError, SearchStoppedError, UnmeetableBudgetError, FrontError)
+               ConfigError, SearchStoppedError, TensorFileError, DeviceUnavailableError,
+               UnmeetableBudgetError, FrontError)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -110,6 +114,29 @@ def _points(text: str) -> float:
     if not 0 <= value <= 100:
         raise argparse.ArgumentTypeError(f"must lie between 0 and 100 percentage points, got {text}")
     return value
+
+
+DEFAULT_CURVE_SIZES = "500,750,1000,1500,2000,3000,4000,all"
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    """Comma-separated training-set sizes; 'all' (0) is the whole training split."""
+    sizes = []
+    for part in text.split(","):
+        part = part.strip()
+        if part == "all":
+            sizes.append(0)
+        elif part.isdigit() and int(part) >= 10:
+            sizes.append(int(part))
+        else:
+            raise argparse.ArgumentTypeError(f"{part!r} is not a size of 10 or more images or 'all'")
+    return tuple(sizes)
+
+
+def _report_number(text: str) -> str:
+    if not (len(text) == 3 and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a three-digit report number such as 002")
+    return text
 
 
 def _device(text: str) -> str:
@@ -226,6 +253,26 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--val-fraction", type=_fraction, default=1 / 6)
     replay.add_argument("--seed", type=int, default=0)
     replay.add_argument("--device", type=_device, default="auto")
+    replay.add_argument("--report", type=_report_number, default=None, metavar="NNN",
+                        help="only the experiments of this report (000-004)")
+    curve = replay.add_argument_group(
+        "learning curve", "with --learning-curve, each experiment trains at several training-set sizes and "
+        "its claimed test accuracy is judged against the curve extrapolated to the report's size")
+    curve.add_argument("--learning-curve", action="store_true",
+                       help="audit by learning curves: writes audit.md, audit.csv and curve-runs.csv")
+    curve.add_argument("--sizes", type=_sizes, default=_sizes(DEFAULT_CURVE_SIZES),
+                       help=f"training-set sizes, comma-separated; 'all' is the whole training split "
+                       f"(default {DEFAULT_CURVE_SIZES})")
+    curve.add_argument("--curve-seeds", type=_whole_number(2), default=4,
+                       help="runs per size, each with its own nested subsets (default 4)")
+    curve.add_argument("--level", type=_fraction, default=0.9,
+                       help="nominal coverage of the prediction intervals (default 0.9)")
+    curve.add_argument("--validate-up-to", type=_sizes, default=_sizes("2000,4000"),
+                       help="check the method: fit on sizes up to each of these, predict the largest "
+                       "(default 2000,4000)")
+    curve.add_argument("--bootstrap", type=_whole_number(20), default=500,
+                       help="bootstrap refits per interval (default 500)")
+    curve.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: torch's)")
 
     export = commands.add_parser("export", help="write the best trial(s) as a self-contained config")
     export.add_argument("--study", required=True)
@@ -305,7 +352,8 @@ def record_search_settings(study: optuna.Study, args: argparse.Namespace, split_
 def open_worker_storage(args: argparse.Namespace) -> optuna.storages.RDBStorage:
     """Storage with heartbeats, so trials of dead workers fail and are retried."""
     return open_storage(args.storage, heartbeat_interval=args.heartbeat_interval,
-                        grace_period=args.grace_period, stale_trial_callback=retry_callback())
+                        grace_period=args.grace_period, stale_trial_callback=retry_callback(),
+                        must_exist=args.command == "worker")  # a worker joins; only start creates
 
 
 def cmd_start(args: argparse.Namespace, console: Console) -> int:
@@ -409,33 +457,28 @@ def cmd_worker(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, console: Console) -> int:
-    from objectives.data import load_search_data, load_test_split
     from objectives.objective import Objective
     from objectives.training import resolve_device
     from search.evidence import TrialEvidence
-    from search.replay import audit_rows, headline, replay_experiment, select_experiments, write_audit
+    from search.replay import audit_rows, headline, replay_experiment, write_audit
 
-    spaces = ALL_SPACES if args.all else (get_space(args.space),)
+    chosen = replay_choice(args)
+    if args.learning_curve:
+        return cmd_replay_curve(args, console, chosen)
     storage = open_storage(args.storage)
     evidence = TrialEvidence(open_artifact_store(artifact_dir(args.storage, args.artifact_dir)))
     device = resolve_device(args.device)
     data_dir = args.data_dir or default_data_dir()
-    chosen = select_experiments(spaces)
-    loaded: dict[str, tuple | str] = {}  # dataset -> (search data, test split) or why not
+    load = replay_data(args, data_dir, device)
     claims, summary = [], []
     for space, experiment in chosen:
         dataset = args.dataset or experiment.dataset
-        if dataset not in loaded:
-            try:
-                data = load_search_data(dataset, data_dir, args.val_fraction, args.seed, device)
-                loaded[dataset] = (data, load_test_split(dataset, data_dir, data.mean, data.std, device))
-            except DataUnavailableError as error:
-                loaded[dataset] = f"not run: {error}"
-        if isinstance(loaded[dataset], str):
-            rows = audit_rows(space, experiment, dataset, None, 0, not_run=loaded[dataset],
+        loaded = load(dataset)
+        if isinstance(loaded, str):
+            rows = audit_rows(space, experiment, dataset, None, 0, not_run=loaded,
                               accuracy_tolerance=args.tolerance)
         else:
-            data, test = loaded[dataset]
+            data, test = loaded
             epochs = min(experiment.epochs, args.max_epochs or experiment.epochs)
             console.print(f"replaying {experiment.key} on {dataset} for {epochs} of "
                           f"{experiment.epochs} epochs", highlight=False)
@@ -459,6 +502,77 @@ def cmd_replay(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def replay_choice(args: argparse.Namespace) -> list:
+    """The (space, experiment) pairs `replay` runs: --space or --all, narrowed by --report."""
+    from search.replay import select_experiments
+
+    chosen = select_experiments(ALL_SPACES if args.all else (get_space(args.space),))
+    if args.report is None:
+        return chosen
+    picked = [(space, e) for space, e in chosen if e.key.startswith(f"{args.report}/")]
+    if not picked:
+        reports = sorted({e.key.split("/")[0] for _, e in chosen})
+        raise UnknownSpaceError(f"no documented experiment of report {args.report} in the chosen spaces: "
+                                f"use --report {' / '.join(reports)} or another --space")
+    return picked
+
+
+def replay_data(args: argparse.Namespace, data_dir: Path, device) -> Callable[[str], tuple | str]:
+    """dataset -> (search data, test split), or why it could not be loaded; each loaded once."""
+    from objectives.data import load_search_data, load_test_split
+
+    loaded: dict[str, tuple | str] = {}
+
+    def load(dataset: str) -> tuple | str:
+        if dataset not in loaded:
+            try:
+                data = load_search_data(dataset, data_dir, args.val_fraction, args.seed, device)
+                loaded[dataset] = (data, load_test_split(dataset, data_dir, data.mean, data.std, device))
+            except DataUnavailableError as error:
+                loaded[dataset] = f"not run: {error}"
+        return loaded[dataset]
+
+    return load
+
+
+def cmd_replay_curve(args: argparse.Namespace, console: Console, chosen: list) -> int:
+    from objectives.training import resolve_device
+    from search.curve_audit import CurveSettings, audit_by_curves, table_cells, write_curve_audit
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    storage = open_storage(args.storage)
+    device = resolve_device(args.device)
+    data_dir = args.data_dir or default_data_dir()
+    load = replay_data(args, data_dir, device)
+    settings = CurveSettings(args.sizes, args.curve_seeds, args.max_epochs, args.seed, args.level,
+                             args.bootstrap)
+    rows, runs, validations = audit_by_curves(
+        storage, chosen, load, args.dataset, settings, args.validate_up_to, args.tolerance,
+        report=lambda line: console.print(line, highlight=False))
+    for validation in validations:
+        console.print(validation.describe(), highlight=False)
+    cap = f"documented epochs capped at {args.max_epochs}" if args.max_epochs else "documented epochs"
+    sizes = ", ".join(str(n or "all") for n in args.sizes)
+    header = (f"Data: `{data_dir}`; {cap} (documented early stopping applies); validation fraction "
+              f"{args.val_fraction:.3g} held out once; sizes {sizes}; "
+              f"{args.curve_seeds} seeds from {args.seed}; {100 * args.level:.0f}% prediction intervals from "
+              f"{args.bootstrap} bootstrap refits; accuracy tolerance {args.tolerance:g}.")
+    paths = write_curve_audit(args.out, rows, runs, validations, header)
+    table = Table(title="claims against learning curves")
+    for column in ("report", "experiment", "claim", "extrapolated", "verdict"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        cells = table_cells(row)
+        table.add_row(cells[0], cells[1], cells[3], cells[5], cells[6])
+    console.print(table)
+    for path in paths:
+        console.print(f"wrote {path}", highlight=False)
+    return 0
+
+
 def cmd_spaces(console: Console) -> int:
     for space in ALL_SPACES:
         console.print(f"[bold]{space.name}[/bold] ({space.family}): {space.description}")
@@ -475,7 +589,7 @@ def cmd_spaces(console: Console) -> int:
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
-    storage = open_storage(args.storage)
+    storage = open_storage(args.storage, must_exist=True)
     names = [args.study] if args.study else optuna.study.get_all_study_names(storage)
     if not names:
         console.print(f"no studies in {args.storage}: run `kmnist-search start --space NAME` first")
@@ -486,14 +600,22 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
             raise StudyMismatchError(f"no study {name!r} in {args.storage}: run `kmnist-search status` "
                                      "to list the studies there")
         console.print(leaderboard_table(study))
+        queued = queued_documented(study)
+        if queued:
+            console.print(f"{queued} documented experiment{'s' if queued > 1 else ''} still queued "
+                          "(run start with a higher --trials to replay them)", highlight=False)
     return 0
 
 
 def cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
     from optuna_dashboard import run_server
 
-    storage = open_storage(args.storage)
+    storage = open_storage(args.storage, must_exist=True)
     folder = artifact_dir(args.storage, args.artifact_dir)
+    if not is_loopback(args.host):
+        print(f"kmnist-search dashboard: warning: --host {args.host} serves beyond this machine, and "
+              "optuna-dashboard has no login: anyone who reaches the port can edit notes and delete "
+              "studies", file=sys.stderr)
     console.print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {args.storage} "
                   f"(artifacts: {folder}); Ctrl-C stops it", highlight=False)
     run_server(storage, host=args.host, port=args.port, artifact_store=open_artifact_store(folder))
@@ -507,12 +629,21 @@ def check_output_path(path: Path, force: bool) -> None:
         raise ConfigError(f"folder {path.parent} does not exist: create it or choose another -o path")
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
     from storage.configs import write_config
 
     fmt = args.format or ("yaml" if args.output and args.output.suffix in (".yaml", ".yml") else "json")
     output = args.output or Path(f"best.{fmt}")
-    storage = open_storage(args.storage)
+    storage = open_storage(args.storage, must_exist=True)
     study = find_study(storage, args.study)
     if study is None:
         raise ExportError(f"no study {args.study!r} in {args.storage}: see `kmnist-search status "
@@ -550,7 +681,7 @@ def cmd_front(args: argparse.Namespace, console: Console) -> int:
 
     if args.output is not None:
         check_output_path(args.output, args.force)
-    storage = open_storage(args.storage)
+    storage = open_storage(args.storage, must_exist=True)
     study = find_study(storage, args.study)
     if study is None:
         raise FrontError(f"no study {args.study!r} in {args.storage}: see `kmnist-search status "
@@ -605,7 +736,7 @@ def cmd_retrain(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError(f"cannot create {out} ({error.strerror}): choose a writable --out") from None
 
     from objectives.training import resolve_device
-    from search.retrain import train_and_test, write_run
+    from search.retrain import remove_legacy_models, train_and_test, write_run
 
     if args.threads:
         import torch
@@ -615,11 +746,12 @@ def cmd_retrain(args: argparse.Namespace, console: Console) -> int:
     seeds = [config["seed"] + i for i in range(args.seeds)]
     console.print(f"retraining {config['space']} on {config['dataset']} for {config['epochs']} epochs, "
                   f"seeds {seeds}", highlight=False)
+    remove_legacy_models(out)
     results = train_and_test(config, params, data_dir, seeds, resolve_device(args.device), out)
     metrics = write_run(out, config, results, data_dir)
     acc = metrics["test_accuracy"]
     console.print(f"test accuracy {100 * acc['mean']:.2f}% ± {100 * acc['std']:.2f} over {len(seeds)} "
-                  f"seeds; wrote {out}/model.pt, metrics.json, report.md, confusion_matrix.png, "
+                  f"seeds; wrote {out}/model.safetensors, metrics.json, report.md, confusion_matrix.png, "
                   "learning_curve.png", highlight=False)
     link_retrain_to_study(config, out, metrics, console)
     return 0
@@ -633,7 +765,7 @@ def link_retrain_to_study(config: dict, out: Path, metrics: dict, console: Conso
     if not {"storage", "study", "trial"} <= set(provenance):
         return
     try:
-        storage = open_storage(provenance["storage"])
+        storage = open_storage(provenance["storage"], must_exist=True)
         study = find_study(storage, provenance["study"])
     except StorageError as error:
         console.print(f"warning: could not link the run to its study ({error})", highlight=False)
@@ -659,29 +791,38 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
 
     from objectives.data import load_raw, to_device
     from objectives.training import evaluate, resolve_device
-    from search.retrain import load_saved_model, test_metrics
+    from search.retrain import load_saved_model, model_file, test_metrics
 
     metrics_path = args.run / "metrics.json"
-    if not (args.run / "model.pt").exists() or not metrics_path.exists():
-        raise ConfigError(f"{args.run} holds no model.pt and metrics.json: give a folder written by "
-                          "`kmnist-search retrain`")
-    recorded = json.loads(metrics_path.read_text())
+    model_path = model_file(args.run)
+    if not model_path.exists() or not metrics_path.exists():
+        raise ConfigError(f"{args.run} holds no {model_path.name} and metrics.json: give a folder "
+                          "written by `kmnist-search retrain`")
+    try:
+        recorded = json.loads(metrics_path.read_text())
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"cannot read {metrics_path} ({error}): retrain to write a new run") from None
     device = resolve_device(args.device)
-    model, saved = load_saved_model(args.run / "model.pt", device)
-    data_dir = args.data_dir or Path(recorded["data_dir"])
-    images, labels = load_raw(saved["config"]["dataset"], data_dir, train=False)
-    evaluation = evaluate(model, to_device(images, labels, saved["mean"], saved["std"], device))
-    details = test_metrics(labels.numpy(), evaluation.predictions.numpy(), saved["num_classes"])
-    expected = recorded["test_accuracy"]["per_seed"][str(saved["seed"])]
+    model, saved = load_saved_model(model_path, device)
+    try:
+        data_dir = args.data_dir or Path(recorded["data_dir"])
+        expected = recorded["test_accuracy"]["per_seed"][str(saved.seed)]
+    except (KeyError, TypeError):
+        raise ConfigError(f"{metrics_path} lacks the data folder or seed {saved.seed}'s test accuracy: "
+                          "retrain to write a new run") from None
+    images, labels = load_raw(saved.config["dataset"], data_dir, train=False)
+    evaluation = evaluate(model, to_device(images, labels, saved.mean, saved.std, device))
+    details = test_metrics(labels.numpy(), evaluation.predictions.numpy(), saved.num_classes,
+                           saved.config["dataset"])
     console.print(f"test accuracy {100 * evaluation.accuracy:.2f}%, loss {evaluation.loss:.4f} "
                   f"({len(labels):,} images); retrain recorded {100 * expected:.2f}% for seed "
-                  f"{saved['seed']}: {'matches' if evaluation.accuracy == expected else 'DIFFERS'}",
+                  f"{saved.seed}: {'matches' if evaluation.accuracy == expected else 'DIFFERS'}",
                   highlight=False)
     table = Table(title="per class")
-    for column in ("class", "precision", "recall", "f1-score", "support"):
+    for column in ("label", "class", "precision", "recall", "f1-score", "support"):
         table.add_column(column)
-    for name, row in details["per_class"].items():
-        table.add_row(name, *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1-score")),
+    for (label, row), name in zip(details["per_class"].items(), details["class_names"], strict=True):
+        table.add_row(label, name, *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1-score")),
                       str(row["support"]))
     console.print(table)
     return 0
@@ -711,6 +852,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "spaces": lambda _, console: cmd_spaces(console),
     }
     try:
+        if getattr(args, "device", "auto").startswith("cuda"):  # before anything is created
+            from objectives.training import resolve_device
+
+            resolve_device(args.device)
         return commands[args.command](args, console)
     except USER_ERRORS as error:
         print(f"kmnist-search {args.command}: error: {error}", file=sys.stderr)

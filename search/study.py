@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
 
 import optuna
@@ -17,6 +17,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from spaces.base import DocumentedExperiment, SearchSpace
+from storage.urls import storage_lock
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 METRIC_NAME = "validation accuracy"
@@ -105,6 +106,12 @@ def enqueue_documented(study: optuna.Study, space: SearchSpace,
     return added
 
 
+def queued_documented(study: optuna.Study) -> int:
+    """Documented experiments enqueued but not yet run (a --trials below their number)."""
+    return sum("documented_experiment" in t.user_attrs
+               for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
 def retry_callback() -> RetryHeartbeatStaleTrialCallback:
     """Requeues a trial whose worker died (stale heartbeat) with the same parameters."""
     return RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
@@ -132,7 +139,34 @@ class CheckpointPaths:
 
     def __call__(self, trial: optuna.Trial) -> Path:
         system_attrs = self.study._storage.get_trial_system_attrs(trial._trial_id)
-        return self.folder / f"trial-{system_attrs.get('failed_trial', trial.number)}.pt"
+        return self.folder / f"trial-{system_attrs.get('failed_trial', trial.number)}.safetensors"
+
+
+def study_lock(study: optuna.Study) -> Callable[[], AbstractContextManager] | None:
+    """The cross-process lock of the study's storage (SQLite file, PostgreSQL advisory lock)."""
+    backend = getattr(study._storage, "_backend", study._storage)  # behind Optuna's cache
+    url = getattr(backend, "url", None)
+    return (lambda: storage_lock(url)) if isinstance(url, str) else None
+
+
+class AskGate:
+    """Holds the storage lock from a worker's "fewer than target finished or running" check
+    until its new trial is running, so two workers never both start the last trial: Optuna
+    cannot delete a trial once asked, and one that never ran would otherwise stay a FAIL."""
+
+    def __init__(self, lock: Callable[[], AbstractContextManager] | None) -> None:
+        self.lock, self.held = lock, None
+
+    def acquire(self) -> None:
+        if self.lock is not None and self.held is None:
+            held = ExitStack()
+            held.enter_context(self.lock())
+            self.held = held
+
+    def release(self) -> None:
+        if self.held is not None:
+            held, self.held = self.held, None
+            held.close()
 
 
 class SurplusTrialError(Exception):
@@ -142,16 +176,19 @@ class SurplusTrialError(Exception):
 class TrialGuard:
     """Wraps the objective for one worker: keeps the total exact and records interruptions.
 
-    A trial runs only if fewer than `target` trials are finished or were started before it
+    With the storage's lock (`AskGate`) no trial past the target is ever created. Without one
+    (other storages) a trial runs only if fewer than `target` trials are finished or were started before it
     (ordered by start time, then number). Each worker checks after its own trial is marked
     running, so of two racing trials the later one always sees the earlier.
     """
 
     def __init__(self, study: optuna.Study, target: int,
-                 objective: Callable[[optuna.Trial], float]) -> None:
+                 objective: Callable[[optuna.Trial], float], gate: AskGate | None = None) -> None:
         self.study, self.target, self.objective = study, target, objective
+        self.gate = gate or AskGate(None)
 
     def __call__(self, trial: optuna.Trial) -> float:
+        self.gate.release()  # this trial is running now: other workers count it
         self._check_target(trial)
         try:
             return self.objective(trial)
@@ -198,7 +235,8 @@ def run_until(study: optuna.Study, objective: Callable[[optuna.Trial], float], t
     """Run trials until the study holds exactly `target` finished trials, counting every
     worker's, or until `deadline` (time.time()) passes: no trial starts after it, the running
     one finishes. Returns False when it gave up after repeated failures."""
-    guard, failures = TrialGuard(study, target, objective), FailureStreak()
+    gate = AskGate(study_lock(study))
+    guard, failures = TrialGuard(study, target, objective, gate), FailureStreak()
     while finished_count(study) < target and (deadline is None or time.time() < deadline):
         if failures.streak >= MAX_CONSECUTIVE_FAILURES:
             return False
@@ -206,15 +244,19 @@ def run_until(study: optuna.Study, objective: Callable[[optuna.Trial], float], t
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)  # requeues trials of dead workers
-        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-        if finished_count(study) + running >= target:
-            time.sleep(WAIT_POLL_S)  # the last trials are running elsewhere
-            continue
+        gate.acquire()
         try:
+            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            if finished_count(study) + running >= target:
+                gate.release()
+                time.sleep(WAIT_POLL_S)  # the last trials are running elsewhere
+                continue
             study.optimize(guard, n_trials=1, callbacks=[failures, *callbacks],
                            catch=(RuntimeError, ValueError), gc_after_trial=False)
         except SurplusTrialError:
             continue
+        finally:
+            gate.release()  # the guard released it already unless asking failed
     return True
 
 

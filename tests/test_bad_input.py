@@ -5,6 +5,7 @@ import hashlib
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from search.budget import INFEASIBLE_STREAK
@@ -64,6 +65,13 @@ BAD_INPUTS = [
     (["dashboard", "--storage", DB, "--port", "70000"], ["--port", "between 1 and 65535"]),
     (["replay", "--storage", DB, "--space", "nope"], ["unknown space 'nope'"]),
     (["replay", "--storage", DB], ["one of the arguments --space --all is required"]),
+    (["replay", "--storage", DB, "--all", "--report", "7"], ["--report", "three-digit report number"]),
+    (["replay", "--storage", DB, "--all", "--report", "007"],
+     ["no documented experiment of report 007", "--report 000 / 001"]),
+    (["replay", "--storage", DB, "--all", "--learning-curve", "--sizes", "500,five"],
+     ["--sizes", "'five' is not a size of 10 or more images or 'all'"]),
+    (["replay", "--storage", DB, "--all", "--learning-curve", "--curve-seeds", "1"],
+     ["--curve-seeds", "at least 2"]),
     (["export", "--storage", DB, "--study", "mlp_regularisation", "--trial", "999"], ["no trial 999"]),
     (["export", "--storage", DB, "--study", "nope"], ["no study 'nope'"]),
     (["retrain", "missing.json"], ["missing.json not found", "kmnist-search export"]),
@@ -94,7 +102,18 @@ BAD_INPUTS = [
      ["does not exist", "-o"]),
     (["export", "--storage", DB, "--study", "mlp_regularisation", "--within-points", "1", "--trial", "0"],
      ["--within-points picks the trial itself", "leave out --trial"]),
-    (["evaluate", "no-such-run"], ["holds no model.pt", "kmnist-search retrain"]),
+    (["evaluate", "no-such-run"], ["holds no model.safetensors", "kmnist-search retrain"]),
+    ([*START, "--device", "cuda:3"], ["no CUDA device", "--device cpu or auto"]),
+    (["worker", "--storage", DB, "--study", "mlp_regularisation", "--device", "cuda:3"],
+     ["no CUDA device", "--device cpu or auto"]),
+    (["retrain", "missing.json", "--device", "cuda:3"], ["no CUDA device", "--device cpu or auto"]),
+    (["evaluate", "no-such-run", "--device", "cuda:3"], ["no CUDA device", "--device cpu or auto"]),
+    (["replay", "--storage", DB, "--all", "--device", "cuda:3"], ["no CUDA device", "--device cpu"]),
+    *([([*START, "--device", "cuda"], ["no CUDA device on this machine for --device cuda"])]
+      if not torch.cuda.is_available() else []),
+    (["status", "--storage", "sqlite:///typo.db"], ["no storage at typo.db", "kmnist-search start"]),
+    (["export", "--storage", "sqlite:///typo.db", "--study", "x"], ["no storage at typo.db"]),
+    (["front", "--storage", "sqlite:///typo.db", "--study", "x"], ["no storage at typo.db"]),
 ]
 
 
