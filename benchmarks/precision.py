@@ -1,0 +1,337 @@
+"""bf16 against fp32 for the search (issue 18): does bf16 autocast rank configurations as fp32 does?
+
+Part 1, ranking: configurations drawn at random (Optuna's RandomSampler, fixed seed) from
+`mlp_regularisation`, `mlp_beyond` and `cnn_beyond` (CNNs capped in MFLOPs so the run stays
+short), each trained twice with the product's own `train` on real KMNIST (the search's
+train/validation split of `--data-dir`), once in fp32 and once with bf16 autocast, same seed,
+same initial weights, interleaved. Reports the Spearman rank correlation of the best
+validation accuracies, the top five of each ranking, and the per-epoch speed ratio. Results
+are written after every configuration; a rerun resumes where the last one stopped.
+
+Part 2, torch.compile: one trial's budget of epochs for the seed-000 MLP and for the best
+`cnn_beyond` CNN of BENCHMARKS.md part 4, eager against `model.compile()`, interleaved:
+compile time against per-epoch savings.
+
+    .venv/bin/python benchmarks/precision.py [--data-dir DIR] [--quick] [--threads N] [--fresh]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from scipy.stats import spearmanr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import RESULTS, machine, median, parser, ratios, set_threads  # noqa: E402
+from objectives.data import SearchData, TensorSplit, load_search_data  # noqa: E402
+from objectives.models import InvalidModelError, build_model, forward_mflops, model_config  # noqa: E402
+from objectives.training import (  # noqa: E402
+    EpochResult,
+    NonFiniteLossError,
+    seed_everything,
+    train,
+    train_settings,
+)
+from spaces import get_space  # noqa: E402
+from spaces.documented import R000_EXP1  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "data" / "kmnist-7k"
+SAMPLER_SEED = 18
+TRAIN_SEED = 0
+VAL_FRACTION = 1 / 6  # the search's default
+# (space, configurations drawn, epochs each); short budgets keep 36 pairs near 15 CPU minutes
+DRAWS = (("mlp_regularisation", 12, 8), ("mlp_beyond", 12, 8), ("cnn_beyond", 12, 4))
+QUICK_DRAWS = (("mlp_regularisation", 2, 1), ("mlp_beyond", 2, 1), ("cnn_beyond", 2, 1))
+CNN_MFLOPS_CAP = 8.0  # cnn_beyond allows 120; small CNNs keep the pairs affordable on one core
+TOP = 5
+TARGET_SPEARMAN = 0.9
+PRECISIONS = ("fp32", "bf16")
+# part 4's best cnn_beyond trial (BENCHMARKS.md), as Optuna parameters
+BEST_CNN_BEYOND = {
+    "n_conv_blocks": 2, "kernel_1": 7, "channels_1": 32, "pool_1": "max2s2", "kernel_2": 7,
+    "channels_2": 64, "pool_2": "avg2s2", "convs_per_block": 1, "global_pool": False,
+    "dense_layers": "64", "dropout": 0.05648, "dropout_placement": "both", "activation": "silu",
+    "batch_norm": True, "optimizer": "sgd", "learning_rate": 0.13168, "use_weight_decay": False,
+    "lr_schedule": "onecycle", "label_smoothing": 0.10361, "max_shift": 1, "max_rotation": 10.4456,
+    "batch_size": 16,
+}
+
+
+# --- part 1: ranking ------------------------------------------------------------------------
+
+def draw_configurations(draws: tuple[tuple[str, int, int], ...]) -> list[dict[str, Any]]:
+    """Random configurations of each space (the same ones on every run: a seeded sampler)."""
+    configurations = []
+    for space_name, count, epochs in draws:
+        space = get_space(space_name)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=SAMPLER_SEED))
+        drawn, skipped = 0, 0
+        while drawn < count:
+            trial = study.ask()
+            params = space.suggest(trial)
+            study.tell(trial, 0.0)
+            try:
+                model = build_model(model_config(space.family, params, 10))
+            except InvalidModelError:
+                skipped += 1
+                continue
+            mflops = forward_mflops(model)
+            if space.family == "cnn" and mflops > CNN_MFLOPS_CAP:
+                skipped += 1
+                continue
+            key = f"{space_name}-{drawn:02d}"
+            configurations.append({"key": key, "space": space_name, "family": space.family,
+                                   "epochs": epochs, "params": params, "forward_mflops": round(mflops, 3),
+                                   "skipped_before": skipped})
+            drawn += 1
+    return configurations
+
+
+def fingerprint(configuration: dict[str, Any]) -> str:
+    text = json.dumps([configuration["params"], configuration["epochs"]], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def train_once(configuration: dict[str, Any], data: SearchData, precision: str) -> dict[str, Any]:
+    """One run as the search's objective makes it: same seed, same initial weights for both precisions."""
+    seed_everything(TRAIN_SEED)
+    model = build_model(model_config(configuration["family"], configuration["params"], data.num_classes))
+    settings = train_settings(configuration["params"], configuration["epochs"], TRAIN_SEED,
+                              precision=precision)
+    history: list[EpochResult] = []
+    diverged = None
+    cpu = time.process_time()
+    try:
+        train(model, data.train, data.val, settings, history.append)
+    except NonFiniteLossError as error:  # the search prunes such a trial
+        diverged = str(error)
+    cpu = time.process_time() - cpu
+    epochs = max(1, len(history))
+    return {
+        "best_val_accuracy": max((r.val_accuracy for r in history), default=0.0),
+        "val_accuracy_per_epoch": [round(r.val_accuracy, 4) for r in history],
+        "final_train_loss": history[-1].train_loss if history else math.nan,
+        "s_per_epoch": round(median([r.seconds for r in history]) if history else math.nan, 4),
+        "cpu_s_per_epoch": round(cpu / epochs, 4),
+        "diverged": diverged,
+    }
+
+
+def run_pairs(configurations: list[dict[str, Any]], data: SearchData, done: dict[str, Any],
+              save: Any) -> dict[str, Any]:
+    for index, configuration in enumerate(configurations):
+        key, mark = configuration["key"], fingerprint(configuration)
+        if done.get(key, {}).get("fingerprint") == mark:
+            continue
+        order = PRECISIONS if index % 2 == 0 else tuple(reversed(PRECISIONS))  # load hits both alike
+        runs = {precision: train_once(configuration, data, precision) for precision in order}
+        done[key] = {**configuration, "fingerprint": mark, **runs}
+        fp32, bf16 = runs["fp32"], runs["bf16"]
+        print(f"  {key} ({configuration['forward_mflops']} MFLOPs, "
+              f"batch {configuration['params']['batch_size']}): "
+              f"fp32 {fp32['best_val_accuracy']:.4f} / bf16 {bf16['best_val_accuracy']:.4f}, "
+              f"{fp32['s_per_epoch']:.2f} / {bf16['s_per_epoch']:.2f} s per epoch", flush=True)
+        save()
+    return done
+
+
+def top(pairs: list[dict[str, Any]], precision: str, k: int = TOP) -> list[str]:
+    return [p["key"] for p in sorted(pairs, key=lambda p: -p[precision]["best_val_accuracy"])[:k]]
+
+
+def rank_summary(pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    fp32 = [p["fp32"]["best_val_accuracy"] for p in pairs]
+    bf16 = [p["bf16"]["best_val_accuracy"] for p in pairs]
+    wall = ratios([p["fp32"]["s_per_epoch"] for p in pairs], [p["bf16"]["s_per_epoch"] for p in pairs])
+    cpu = ratios([p["fp32"]["cpu_s_per_epoch"] for p in pairs], [p["bf16"]["cpu_s_per_epoch"] for p in pairs])
+    differences = [abs(a - b) for a, b in zip(fp32, bf16, strict=True)]
+    summary: dict[str, Any] = {
+        "configurations": len(pairs),
+        "bf16_speedup_per_epoch": {"median": round(median(wall), 3), "min": round(min(wall), 3),
+                                   "max": round(max(wall), 3)},
+        "bf16_speedup_per_epoch_by_cpu_time": {"median": round(median(cpu), 3)},
+        "abs_accuracy_difference": {"median": round(median(differences), 4),
+                                    "max": round(max(differences), 4)},
+        "diverged": {precision: [p["key"] for p in pairs if p[precision]["diverged"]]
+                     for precision in PRECISIONS},
+    }
+    if len(pairs) >= 3:
+        rho = spearmanr(fp32, bf16).statistic
+        summary["spearman"] = round(float(rho), 4)
+    return summary
+
+
+def summarise_ranking(done: dict[str, Any], configurations: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = [c["key"] for c in configurations]
+    pairs = [done[k] for k in keys if k in done]
+    if not pairs:
+        return {}
+    summary = {"all": rank_summary(pairs),
+               **{family: rank_summary([p for p in pairs if p["family"] == family])
+                  for family in ("mlp", "cnn") if any(p["family"] == family for p in pairs)}}
+    top_fp32, top_bf16 = top(pairs, "fp32"), top(pairs, "bf16")
+    by_key = {p["key"]: p for p in pairs}
+    accuracy = {k: {precision: by_key[k][precision]["best_val_accuracy"] for precision in PRECISIONS}
+                for k in by_key}
+    summary["top_five_by_fp32"] = [
+        {"key": k, "fp32": round(accuracy[k]["fp32"], 4), "bf16": round(accuracy[k]["bf16"], 4),
+         "difference": round(accuracy[k]["bf16"] - accuracy[k]["fp32"], 4)} for k in top_fp32]
+    summary["top_five_by_bf16"] = top_bf16
+    summary["top_five_shared"] = len(set(top_fp32) & set(top_bf16))
+    summary["same_best_configuration"] = top_fp32[0] == top_bf16[0]
+    # the best half by fp32: ranking among good configurations is what a search needs most
+    best_half = sorted(pairs, key=lambda p: -p["fp32"]["best_val_accuracy"])[: max(3, len(pairs) // 2)]
+    summary["best_half_spearman"] = round(float(spearmanr(
+        [p["fp32"]["best_val_accuracy"] for p in best_half],
+        [p["bf16"]["best_val_accuracy"] for p in best_half]).statistic), 4)
+    if "spearman" in summary["all"]:
+        summary["target_spearman"] = {"target": TARGET_SPEARMAN, "measured": summary["all"]["spearman"],
+                                      "met": summary["all"]["spearman"] >= TARGET_SPEARMAN}
+    return summary
+
+
+# --- part 2: torch.compile --------------------------------------------------------------------
+
+def compile_cases() -> dict[str, dict[str, Any]]:
+    best_cnn = get_space("cnn_beyond").suggest(optuna.trial.FixedTrial(BEST_CNN_BEYOND))
+    return {
+        "mlp_000_exp1": {"family": "mlp", "params": R000_EXP1.config, "train_images": None,
+                         "trial_epochs": get_space("mlp_regularisation").epochs},
+        # a slice keeps its epochs short; compiling costs the same for any number of images
+        "cnn_beyond_best": {"family": "cnn", "params": best_cnn, "train_images": 1_200,
+                            "trial_epochs": get_space("cnn_beyond").epochs},
+    }
+
+
+def slices(case: dict[str, Any], data: SearchData) -> tuple[TensorSplit, TensorSplit]:
+    """The case's share of the train and validation splits (both cut in the same proportion)."""
+    share = (case["train_images"] or len(data.train)) / len(data.train)
+    n, m = round(len(data.train) * share), round(len(data.val) * share)
+    return (TensorSplit(data.train.images[:n], data.train.labels[:n]),
+            TensorSplit(data.val.images[:m], data.val.labels[:m]))
+
+
+def compiled_run(case: dict[str, Any], data: SearchData, epochs: int, compiled: bool) -> dict[str, Any]:
+    seed_everything(TRAIN_SEED)
+    model = build_model(model_config(case["family"], case["params"], data.num_classes))
+    if compiled:
+        model.compile()
+    settings = train_settings(case["params"], epochs, TRAIN_SEED)
+    train_split, val_split = slices(case, data)
+    try:
+        history = train(model, train_split, val_split, settings)
+    except Exception as error:  # noqa: BLE001 - a compile failure is a result here, not a crash
+        return {"failed": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
+    return {"s_per_epoch": [round(r.seconds, 3) for r in history],
+            "best_val_accuracy": round(max(r.val_accuracy for r in history), 4)}
+
+
+def measure_compile(data: SearchData, epochs: int, reps: int) -> dict[str, Any]:
+    """Eager against compiled over `epochs` (the first compiled epoch includes compiling, for the
+    training and the evaluation graphs), alternating which goes first."""
+    results = {}
+    for name, case in compile_cases().items():
+        runs: dict[str, list[dict[str, Any]]] = {"eager": [], "compiled": []}
+        for rep in range(reps):
+            for way in (("eager", "compiled") if rep % 2 == 0 else ("compiled", "eager")):
+                torch._dynamo.reset()  # every trial builds a new model and compiles afresh
+                runs[way].append(compiled_run(case, data, epochs, way == "compiled"))
+        failed = [r["failed"] for r in runs["compiled"] if "failed" in r]
+        if failed:
+            results[name] = {"compile_failed": failed[0]}
+            print(f"  {name}: compile failed: {failed[0]}", flush=True)
+            continue
+        eager_first = median([r["s_per_epoch"][0] for r in runs["eager"]])
+        compiled_first = median([r["s_per_epoch"][0] for r in runs["compiled"]])
+        eager_later = median([statistics.median(r["s_per_epoch"][1:]) for r in runs["eager"]])
+        compiled_later = median([statistics.median(r["s_per_epoch"][1:]) for r in runs["compiled"]])
+        scale = len(data.train) / len(slices(case, data)[0])  # per-epoch seconds of the whole split
+        eager_later, compiled_later = eager_later * scale, compiled_later * scale
+        saving = eager_later - compiled_later
+        overhead = compiled_first - eager_first  # compiling costs the same on a slice
+        break_even = overhead / saving if saving > 0 else math.inf
+        results[name] = {
+            "trial_epochs": case["trial_epochs"],
+            "epochs_timed": epochs,
+            "timed_on_share_of_split": round(1 / scale, 3),
+            "eager_first_epoch_s_on_share": round(eager_first, 3),
+            "compiled_first_epoch_s_on_share": round(compiled_first, 3),
+            "compile_overhead_s": round(overhead, 2),
+            "eager_s_per_epoch": round(eager_later, 3),
+            "compiled_s_per_epoch": round(compiled_later, 3),
+            "speedup_after_compiling": round(eager_later / compiled_later, 3),
+            "break_even_epochs": round(break_even, 1) if math.isfinite(break_even) else None,
+            "pays_within_a_trial": math.isfinite(break_even) and break_even <= case["trial_epochs"],
+            "trial_seconds_eager": round(eager_later * case["trial_epochs"], 1),
+            "trial_seconds_compiled": round(overhead + compiled_later * case["trial_epochs"], 1),
+            "runs": runs,
+        }
+        print(f"  {name}: compiling costs {overhead:.1f} s, saves {saving:.3f} s per epoch "
+              f"({eager_later:.3f} -> {compiled_later:.3f}); break-even after "
+              f"{results[name]['break_even_epochs']} epochs, trial has {case['trial_epochs']}", flush=True)
+    return results
+
+
+# --- main -------------------------------------------------------------------------------------
+
+def main() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--data-dir", type=Path, default=DATA, help=f"KMNIST root (default {DATA})")
+    p.add_argument("--fresh", action="store_true", help="ignore the results of an earlier run")
+    p.add_argument("--skip-compile", action="store_true", help="part 1 only")
+    args = p.parse_args()
+    if not (args.data_dir / "KMNIST" / "raw").is_dir():
+        raise SystemExit(f"no KMNIST files under {args.data_dir}: pass --data-dir")
+    set_threads(args.threads)
+    name = "precision"
+    path = RESULTS / (f"{name}.quick.tmp" if args.quick else f"{name}.json")
+    earlier = {} if args.fresh or not path.exists() else json.loads(path.read_text())
+    results: dict[str, Any] = {
+        "benchmark": name, "quick": args.quick, "machine": machine(),
+        "data": {"dir": str(args.data_dir), "val_fraction": VAL_FRACTION, "split_seed": TRAIN_SEED},
+        "sampler_seed": SAMPLER_SEED, "train_seed": TRAIN_SEED, "cnn_mflops_cap": CNN_MFLOPS_CAP,
+        "draws": [{"space": s, "configurations": n, "epochs": e}
+                  for s, n, e in (QUICK_DRAWS if args.quick else DRAWS)],
+        "pairs": earlier.get("pairs", {}),
+        **({"compile": earlier["compile"]} if "compile" in earlier else {}),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+    with tempfile.TemporaryDirectory(prefix="bench-precision-") as tmp:
+        root = Path(tmp) / "kmnist"
+        shutil.copytree(args.data_dir, root)  # never read the shared copy in place
+        data = load_search_data("kmnist", root, VAL_FRACTION, TRAIN_SEED, torch.device("cpu"))
+        print(f"{len(data.train)} train / {len(data.val)} validation images; load "
+              f"{results['machine']['load_average_1m']}", flush=True)
+        configurations = draw_configurations(QUICK_DRAWS if args.quick else DRAWS)
+        print(f"ranking: {len(configurations)} configurations, fp32 and bf16 each", flush=True)
+        run_pairs(configurations, data, results["pairs"], save)
+        results["ranking"] = summarise_ranking(results["pairs"], configurations)
+        save()
+        print(json.dumps({k: v for k, v in results["ranking"].items()}, indent=1), flush=True)
+        if not args.skip_compile and "compile" not in results:
+            print("torch.compile:", flush=True)
+            results["compile"] = measure_compile(data, 2 if args.quick else 4, args.repetitions)
+    results["machine_after"] = {"load_average_1m": machine()["load_average_1m"]}
+    save()
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
