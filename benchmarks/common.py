@@ -16,6 +16,15 @@ import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPETITIONS = 3
+# BENCHMARKS.md part 4's best cnn_beyond trial, as Optuna parameters (issue 18 times it)
+BEST_CNN_BEYOND = {
+    "n_conv_blocks": 2, "kernel_1": 7, "channels_1": 32, "pool_1": "max2s2", "kernel_2": 7,
+    "channels_2": 64, "pool_2": "avg2s2", "convs_per_block": 1, "global_pool": False,
+    "dense_layers": "64", "dropout": 0.05648, "dropout_placement": "both", "activation": "silu",
+    "batch_norm": True, "optimizer": "sgd", "learning_rate": 0.13168, "use_weight_decay": False,
+    "lr_schedule": "onecycle", "label_smoothing": 0.10361, "max_shift": 1, "max_rotation": 10.4456,
+    "batch_size": 16,
+}
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,15 @@ import torch
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import RESULTS, machine, median, parser, ratios, set_threads  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    BEST_CNN_BEYOND,
+    RESULTS,
+    machine,
+    median,
+    parser,
+    ratios,
+    set_threads,
+)
 from objectives.data import SearchData, TensorSplit, load_search_data  # noqa: E402
 from objectives.models import InvalidModelError, build_model, forward_mflops, model_config  # noqa: E402
 from objectives.training import (  # noqa: E402
@@ -52,34 +61,39 @@ DATA = REPO.parent / "shared" / "data" / "kmnist-7k"
 SAMPLER_SEED = 18
 TRAIN_SEED = 0
 VAL_FRACTION = 1 / 6  # the search's default
-# (space, configurations drawn, epochs each); short budgets keep 36 pairs near 15 CPU minutes
-DRAWS = (("mlp_regularisation", 12, 8), ("mlp_beyond", 12, 8), ("cnn_beyond", 12, 4))
-QUICK_DRAWS = (("mlp_regularisation", 2, 1), ("mlp_beyond", 2, 1), ("cnn_beyond", 2, 1))
-CNN_MFLOPS_CAP = 8.0  # cnn_beyond allows 120; small CNNs keep the pairs affordable on one core
+
+
+@dataclass(frozen=True)
+class Draw:
+    label: str  # configuration keys are LABEL-NN
+    space: str
+    count: int
+    epochs: int
+    mflops: tuple[float, float] = (0.0, math.inf)  # forward MFLOPs per image drawn; others skipped
+
+
+# short budgets keep 42 pairs near 20 CPU minutes; cnn_beyond allows 120 MFLOPs, so most CNNs
+# drawn are small (cheap) and a few larger ones (such as the searches end up at) get 2 epochs
+DRAWS = (Draw("mlp_regularisation", "mlp_regularisation", 12, 8), Draw("mlp_beyond", "mlp_beyond", 12, 8),
+         Draw("cnn_beyond", "cnn_beyond", 12, 4, (0.0, 8.0)),
+         Draw("cnn_beyond_large", "cnn_beyond", 6, 2, (8.0, 60.0)))
+QUICK_DRAWS = (Draw("mlp_regularisation", "mlp_regularisation", 2, 1), Draw("mlp_beyond", "mlp_beyond", 2, 1),
+               Draw("cnn_beyond", "cnn_beyond", 2, 1, (0.0, 8.0)))
 TOP = 5
 TARGET_SPEARMAN = 0.9
 PRECISIONS = ("fp32", "bf16")
-# part 4's best cnn_beyond trial (BENCHMARKS.md), as Optuna parameters
-BEST_CNN_BEYOND = {
-    "n_conv_blocks": 2, "kernel_1": 7, "channels_1": 32, "pool_1": "max2s2", "kernel_2": 7,
-    "channels_2": 64, "pool_2": "avg2s2", "convs_per_block": 1, "global_pool": False,
-    "dense_layers": "64", "dropout": 0.05648, "dropout_placement": "both", "activation": "silu",
-    "batch_norm": True, "optimizer": "sgd", "learning_rate": 0.13168, "use_weight_decay": False,
-    "lr_schedule": "onecycle", "label_smoothing": 0.10361, "max_shift": 1, "max_rotation": 10.4456,
-    "batch_size": 16,
-}
 
 
 # --- part 1: ranking ------------------------------------------------------------------------
 
-def draw_configurations(draws: tuple[tuple[str, int, int], ...]) -> list[dict[str, Any]]:
+def draw_configurations(draws: tuple[Draw, ...]) -> list[dict[str, Any]]:
     """Random configurations of each space (the same ones on every run: a seeded sampler)."""
     configurations = []
-    for space_name, count, epochs in draws:
-        space = get_space(space_name)
+    for draw in draws:
+        space = get_space(draw.space)
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=SAMPLER_SEED))
         drawn, skipped = 0, 0
-        while drawn < count:
+        while drawn < draw.count:
             trial = study.ask()
             params = space.suggest(trial)
             study.tell(trial, 0.0)
@@ -89,13 +103,13 @@ def draw_configurations(draws: tuple[tuple[str, int, int], ...]) -> list[dict[st
                 skipped += 1
                 continue
             mflops = forward_mflops(model)
-            if space.family == "cnn" and mflops > CNN_MFLOPS_CAP:
+            if not draw.mflops[0] <= mflops <= draw.mflops[1]:
                 skipped += 1
                 continue
-            key = f"{space_name}-{drawn:02d}"
-            configurations.append({"key": key, "space": space_name, "family": space.family,
-                                   "epochs": epochs, "params": params, "forward_mflops": round(mflops, 3),
-                                   "skipped_before": skipped})
+            configurations.append({"key": f"{draw.label}-{drawn:02d}", "draw": draw.label,
+                                   "space": draw.space, "family": space.family, "epochs": draw.epochs,
+                                   "params": params,
+                                   "forward_mflops": round(mflops, 3), "skipped_before": skipped})
             drawn += 1
     return configurations
 
@@ -135,6 +149,7 @@ def run_pairs(configurations: list[dict[str, Any]], data: SearchData, done: dict
     for index, configuration in enumerate(configurations):
         key, mark = configuration["key"], fingerprint(configuration)
         if done.get(key, {}).get("fingerprint") == mark:
+            done[key].update(configuration)  # trained already: only the description may be newer
             continue
         order = PRECISIONS if index % 2 == 0 else tuple(reversed(PRECISIONS))  # load hits both alike
         runs = {precision: train_once(configuration, data, precision) for precision in order}
@@ -179,9 +194,11 @@ def summarise_ranking(done: dict[str, Any], configurations: list[dict[str, Any]]
     pairs = [done[k] for k in keys if k in done]
     if not pairs:
         return {}
-    summary = {"all": rank_summary(pairs),
-               **{family: rank_summary([p for p in pairs if p["family"] == family])
-                  for family in ("mlp", "cnn") if any(p["family"] == family for p in pairs)}}
+    groups = {"all": pairs,
+              **{family: [p for p in pairs if p["family"] == family] for family in ("mlp", "cnn")},
+              **{label: [p for p in pairs if p["key"].rsplit("-", 1)[0] == label]
+                 for label in dict.fromkeys(p["key"].rsplit("-", 1)[0] for p in pairs)}}
+    summary = {name: rank_summary(group) for name, group in groups.items() if group}
     top_fp32, top_bf16 = top(pairs, "fp32"), top(pairs, "bf16")
     by_key = {p["key"]: p for p in pairs}
     accuracy = {k: {precision: by_key[k][precision]["best_val_accuracy"] for precision in PRECISIONS}
@@ -322,9 +339,8 @@ def main() -> None:
     results: dict[str, Any] = {
         "benchmark": name, "quick": args.quick, "machine": machine(),
         "data": {"dir": str(args.data_dir), "val_fraction": VAL_FRACTION, "split_seed": TRAIN_SEED},
-        "sampler_seed": SAMPLER_SEED, "train_seed": TRAIN_SEED, "cnn_mflops_cap": CNN_MFLOPS_CAP,
-        "draws": [{"space": s, "configurations": n, "epochs": e}
-                  for s, n, e in (QUICK_DRAWS if args.quick else DRAWS)],
+        "sampler_seed": SAMPLER_SEED, "train_seed": TRAIN_SEED,
+        "draws": [asdict(draw) for draw in (QUICK_DRAWS if args.quick else DRAWS)],
         "pairs": earlier.get("pairs", {}),
         **({"compile": earlier["compile"]} if "compile" in earlier else {}),
     }

@@ -27,6 +27,7 @@ import optuna
 import torch
 import torch.nn.functional as F
 from common import (
+    BEST_CNN_BEYOND,
     machine,
     matmul_gflops,
     median,
@@ -56,15 +57,6 @@ CPU = torch.device("cpu")
 # targets of issue 18 (issue 7 asked 2.5x and 80 % of the matmul limit for the MLP)
 TARGET_SPEEDUP = {"mlp": 4.0, "cnn": 3.0}
 TARGET_LIMIT_FRACTION = 0.80
-# part 4's best cnn_beyond trial (BENCHMARKS.md), as Optuna parameters
-BEST_CNN_BEYOND = {
-    "n_conv_blocks": 2, "kernel_1": 7, "channels_1": 32, "pool_1": "max2s2", "kernel_2": 7,
-    "channels_2": 64, "pool_2": "avg2s2", "convs_per_block": 1, "global_pool": False,
-    "dense_layers": "64", "dropout": 0.05648, "dropout_placement": "both", "activation": "silu",
-    "batch_norm": True, "optimizer": "sgd", "learning_rate": 0.13168, "use_weight_decay": False,
-    "lr_schedule": "onecycle", "label_smoothing": 0.10361, "max_shift": 1, "max_rotation": 10.4456,
-    "batch_size": 16,
-}
 
 
 @dataclass(frozen=True)
