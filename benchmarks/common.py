@@ -99,11 +99,12 @@ def ratios(numerators: list[float], denominators: list[float]) -> list[float]:
     return [x / y for x, y in zip(numerators, denominators, strict=True)]
 
 
-def matmul_gflops(threads: int, size: int = 1024, calls: int = 10) -> dict[str, float]:
-    """This machine's float32 matmul rate at `threads` threads, the compute ceiling:
+def matmul_gflops(threads: int, size: int = 1024, calls: int = 10,
+                  dtype: torch.dtype = torch.float32) -> dict[str, float]:
+    """This machine's matmul rate in `dtype` at `threads` threads, the compute ceiling:
     GFLOP per wall second and per CPU second."""
     set_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     for _ in range(2):
         torch.mm(a, b)
     result = timed(lambda: [torch.mm(a, b) for _ in range(calls)])
