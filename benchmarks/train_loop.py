@@ -79,7 +79,7 @@ class Case:
     @property
     def default_precision(self) -> str:
         """What `--precision auto` trains this model in on this machine."""
-        return resolve_precision("auto", CPU, self.family)
+        return resolve_precision("auto", CPU)
 
 
 CASES = (

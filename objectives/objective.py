@@ -65,7 +65,7 @@ class Objective:
         self.space, self.data, self.epochs, self.seed = space, data, epochs, seed
         self.on_epoch, self.test, self.on_trial_end = on_epoch, test, on_trial_end
         self.checkpoint_for = checkpoint_for
-        self.precision = resolve_precision(precision, data.train.images.device, space.family)
+        self.precision = resolve_precision(precision, data.train.images.device)
 
     def __call__(self, trial: optuna.Trial) -> float:
         params: dict[str, Any] = self.space.suggest(trial)

@@ -120,7 +120,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 def _add_precision_option(parser: argparse.ArgumentParser, default_help: str) -> None:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
                         help=f"training arithmetic: bf16 autocast or float32 ({default_help}; "
-                        "auto = bf16 on CUDA, and on CPUs with native bf16 for MLPs)")
+                        "auto = bf16 on CUDA and on CPUs with native bf16)")
 
 
 def _add_worker_options(parser: argparse.ArgumentParser) -> None:
@@ -298,7 +298,7 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
         f"study {study_name!r} on {args.storage}: {finished_count(study)} of {args.trials} trials "
         f"finished, {added} documented experiments enqueued, {resumed} interrupted trials resumed; "
         f"{len(data.train)} train / {len(data.val)} validation images of {args.dataset} on {device} "
-        f"in {resolve_precision(args.precision, device, space.family)}; "
+        f"in {resolve_precision(args.precision, device)}; "
         f"{args.jobs} worker(s) x {threads} thread(s)", highlight=False,
     )
     folder = artifact_dir(args.storage, args.artifact_dir)

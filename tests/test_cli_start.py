@@ -97,5 +97,5 @@ def test_a_new_study_asks_for_auto_and_its_trials_say_what_it_resolved_to(tmp_pa
     assert result.returncode == 0, result.stderr
     study = load(tmp_path / "k.db")
     assert study.user_attrs["search_settings"]["precision"] == "auto"
-    expected = resolve_precision("auto", torch.device("cpu"), "mlp")
+    expected = resolve_precision("auto", torch.device("cpu"))
     assert study.trials[0].user_attrs["precision"] == expected
