@@ -325,7 +325,7 @@ def summarise(case: Case, flops: dict[str, float], moved: dict[str, float],
     default = case.default_precision
     ways = {precision: way(precision) for precision in PRECISIONS}
     target = TARGET_SPEEDUP[case.family]
-    measured = ways[default]["speedup_vs_a"]
+    measured, by_cpu = ways[default]["speedup_vs_a"], ways[default]["speedup_vs_a_by_cpu_time"]
     return {
         "model": case.note,
         "batch_size": case.batch_size,
@@ -339,9 +339,9 @@ def summarise(case: Case, flops: dict[str, float], moved: dict[str, float],
         "bf16_speedup_vs_fp32_by_cpu_time": round(
             median(ratios(runs["b_fp32_cpu"], runs["b_bf16_cpu"])), 3),
         "default_precision": default,
+        # met only when the wall clock and the CPU time both say so (load skews the wall clock)
         "target": {"speedup_vs_a": target, "measured_at_default_precision": measured,
-                   "met": measured >= target,
-                   "measured_by_cpu_time": ways[default]["speedup_vs_a_by_cpu_time"]},
+                   "measured_by_cpu_time": by_cpu, "met": min(measured, by_cpu) >= target},
         "runs": {key: [round(v, 3) for v in values] for key, values in runs.items()},
     }
 
