@@ -145,7 +145,7 @@ class CheckpointPaths:
 
     def __call__(self, trial: optuna.Trial) -> Path:
         system_attrs = self.study._storage.get_trial_system_attrs(trial._trial_id)
-        return self.folder / f"trial-{system_attrs.get('failed_trial', trial.number)}.pt"
+        return self.folder / f"trial-{system_attrs.get('failed_trial', trial.number)}.safetensors"
 
 
 class SurplusTrialError(Exception):

@@ -108,7 +108,8 @@ def test_killed_worker_trial_is_retried_and_resumes_from_its_checkpoint(tmp_path
         victim = wait_for_running_trial_with_epochs(storage, "mlp_regularisation", 2, first)
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
-    checkpoints = list((tmp_path / "k-artifacts" / "checkpoints" / "mlp_regularisation").glob("*.pt"))
+    folder = tmp_path / "k-artifacts" / "checkpoints" / "mlp_regularisation"
+    checkpoints = list(folder.glob("*.safetensors"))
     assert checkpoints, "no epoch checkpoint was written"
 
     second = run_cli(*start_args(storage, slow_root), cwd=tmp_path)
