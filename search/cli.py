@@ -43,6 +43,7 @@ from search.study import (
     queued_documented,
     resume_interrupted,
     retry_callback,
+    study_precision,
 )
 from spaces import ALL_SPACES, get_space
 from spaces.base import UnknownSpaceError, format_widths
@@ -156,6 +157,12 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda[:N]")
 
 
+def _add_precision_option(parser: argparse.ArgumentParser, default_help: str) -> None:
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                        help=f"training arithmetic: bf16 autocast or float32 ({default_help}; "
+                        "auto = bf16 on CUDA and on CPUs with native bf16)")
+
+
 def _add_worker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=_positive_int, default=None,
                         help="torch threads per worker (default: cores / jobs)")
@@ -216,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--no-replay", action="store_true",
                        help="do not enqueue the space's documented experiments")
     _add_budget_options(start)
+    _add_precision_option(start, "default: auto for a new study, a resumed study's own")
     _add_data_options(start)
 
     worker = commands.add_parser(
@@ -230,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--artifact-dir", type=Path, default=None)
     worker.add_argument("--quiet", action="store_true", help="no progress display")
     worker.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
+    _add_precision_option(worker, "default and only choice: the study's")
     _add_worker_options(worker)
     _add_budget_options(worker)
 
@@ -344,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
 def record_search_settings(study: optuna.Study, args: argparse.Namespace, split_hash: str) -> None:
     """What `worker` and `export` need to rejoin the study and rebuild its data split."""
     settings = {"val_fraction": args.val_fraction, "seed": args.seed, "split_hash": split_hash,
-                "epochs": args.epochs, "pruner": args.pruner, "target": args.trials}
+                "epochs": args.epochs, "pruner": args.pruner, "target": args.trials,
+                "precision": args.precision}
     if study.user_attrs.get("search_settings") != settings:
         study.set_user_attr("search_settings", settings)
 
@@ -364,6 +374,7 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
     storage = open_worker_storage(args)
     existing = find_study(storage, study_name)
     budget = settled_budget(existing, asked_budget(args))
+    args.precision = study_precision(existing, args.precision)
     if existing is not None:
         check_matches(existing, space, args.dataset)
         if finished_count(existing) >= args.trials:
@@ -373,7 +384,7 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
             return 0
     # torch loads only now, so option and storage errors answer at once
     from objectives.data import load_search_data
-    from objectives.training import resolve_device
+    from objectives.training import resolve_device, resolve_precision
     from search.worker import WorkerSettings, default_threads, run_worker, spawn_workers, wait_for_workers
 
     device = resolve_device(args.device)
@@ -389,14 +400,16 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
     console.print(
         f"study {study_name!r} on {args.storage}: {finished_count(study)} of {args.trials} trials "
         f"finished, {added} documented experiments enqueued, {resumed} interrupted trials resumed; "
-        f"{len(data.train)} train / {len(data.val)} validation images of {args.dataset} on {device}; "
+        f"{len(data.train)} train / {len(data.val)} validation images of {args.dataset} on {device} "
+        f"in {resolve_precision(args.precision, device)}; "
         f"{args.jobs} worker(s) x {threads} thread(s); {budget.describe()}", highlight=False,
     )
     folder = artifact_dir(args.storage, args.artifact_dir)
     extra = spawn_workers(args.jobs - 1, study_name, args.storage, args.trials, threads, data_dir,
                           args.device, folder, args.heartbeat_interval, args.grace_period, deadline)
     try:
-        settings = WorkerSettings(args.trials, args.epochs, args.seed, folder, threads, deadline, budget)
+        settings = WorkerSettings(args.trials, args.epochs, args.seed, folder, threads, deadline, budget,
+                                  args.precision)
         completed = run_worker(study, space, data, settings, console)
     finally:
         problems = wait_for_workers(extra)
@@ -430,6 +443,7 @@ def cmd_worker(args: argparse.Namespace, console: Console) -> int:
     space, dataset = get_space(study.user_attrs["space"]), study.user_attrs["dataset"]
     target = args.trials or settings["target"]
     budget = settled_budget(study, asked_budget(args))
+    precision = study_precision(study, args.precision)
 
     from objectives.data import load_search_data
     from objectives.training import resolve_device
@@ -446,7 +460,7 @@ def cmd_worker(args: argparse.Namespace, console: Console) -> int:
                                                  space.pruner_warmup(settings["epochs"])))
     worker = WorkerSettings(target, settings["epochs"], settings["seed"],
                             artifact_dir(args.storage, args.artifact_dir),
-                            args.threads or default_threads(1), args.deadline, budget)
+                            args.threads or default_threads(1), args.deadline, budget, precision)
     if not args.quiet:
         console.print(f"worker joined study {args.study!r}: {finished_count(study)} of {target} "
                       "trials finished", highlight=False)

@@ -36,6 +36,7 @@ class WorkerSettings:
     threads: int
     deadline: float | None = None  # time.time() after which no new trial starts
     budget: Budget = Budget()
+    precision: str = "fp32"  # the study's --precision: auto, fp32 or bf16
 
 
 def default_threads(jobs: int) -> int:
@@ -53,7 +54,7 @@ def run_worker(study: optuna.Study, space: SearchSpace, data: SearchData, settin
     objective = Objective(space, data, settings.epochs, settings.seed,
                           on_epoch=progress.on_epoch if progress else None,
                           on_trial_end=TrialEvidence(store), checkpoint_for=checkpoints,
-                          budget=settings.budget)
+                          budget=settings.budget, precision=settings.precision)
     budget = settings.budget
     callbacks = [UnmeetableBudgetCheck(space, budget, data.num_classes)] if budget.limits() else []
     if progress is None:
