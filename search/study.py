@@ -6,6 +6,7 @@ hold: Optuna's own `n_trials` counts only the trials of one call (optuna#2638).
 
 from __future__ import annotations
 
+import collections
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -50,6 +51,12 @@ def make_pruner(name: str, epochs: int, warmup_epochs: int = 2) -> optuna.pruner
 
 def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def finished_and_running(study: optuna.Study) -> tuple[int, int]:
+    states = collections.Counter(t.state for t in study.get_trials(
+        deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
+    return sum(states[state] for state in FINISHED), states[TrialState.RUNNING]
 
 
 def find_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
@@ -125,14 +132,25 @@ def resume_interrupted(study: optuna.Study) -> int:
 
 
 class CheckpointPaths:
-    """One checkpoint file per trial lineage: a retry resumes its original trial's file."""
+    """One checkpoint file per trial lineage: a retry resumes its original trial's file.
+
+    As a study.optimize callback it deletes the file of a trial once the trial's end is
+    stored, not before: a worker killed between the two leaves a retry that replays the
+    saved epochs instead of training them again."""
 
     def __init__(self, folder: Path, study: optuna.Study) -> None:
         self.folder, self.study = Path(folder) / study.study_name, study
 
     def __call__(self, trial: optuna.Trial) -> Path:
         system_attrs = self.study._storage.get_trial_system_attrs(trial._trial_id)
-        return self.folder / f"trial-{system_attrs.get('failed_trial', trial.number)}.pt"
+        return self._path(system_attrs, trial.number)
+
+    def _path(self, system_attrs: dict, number: int) -> Path:
+        return self.folder / f"trial-{system_attrs.get('failed_trial', number)}.pt"
+
+    def discard_finished(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state in FINISHED:
+            self._path(trial.system_attrs, trial.number).unlink(missing_ok=True)
 
 
 class SurplusTrialError(Exception):
@@ -160,13 +178,14 @@ class TrialGuard:
             raise
 
     def _check_target(self, trial: optuna.Trial) -> None:
-        storage = self.study._storage
-        me = storage.get_trial(trial._trial_id)
+        # one read of the study: Optuna's cache fetches only new and unfinished trials, and
+        # this trial is among the running ones it returns
+        live = self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+        me = next((t for t in live if t.number == trial.number), None) or \
+            self.study._storage.get_trial(trial._trial_id)
         key = (me.datetime_start, me.number)
-        ahead = sum(
-            1 for t in self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-            if t.state in FINISHED or (t.number != me.number and (t.datetime_start, t.number) < key)
-        )
+        ahead = sum(1 for t in live
+                    if t.state in FINISHED or (t is not me and (t.datetime_start, t.number) < key))
         if ahead < self.target:
             return
         trial.set_user_attr("surplus", "not run: other workers reached the target")
@@ -199,16 +218,18 @@ def run_until(study: optuna.Study, objective: Callable[[optuna.Trial], float], t
     worker's, or until `deadline` (time.time()) passes: no trial starts after it, the running
     one finishes. Returns False when it gave up after repeated failures."""
     guard, failures = TrialGuard(study, target, objective), FailureStreak()
-    while finished_count(study) < target and (deadline is None or time.time() < deadline):
+    while deadline is None or time.time() < deadline:
         if failures.streak >= MAX_CONSECUTIVE_FAILURES:
             return False
-        if heartbeat_enabled(study):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)  # requeues trials of dead workers
-        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-        if finished_count(study) + running >= target:
-            time.sleep(WAIT_POLL_S)  # the last trials are running elsewhere
+        finished, running = finished_and_running(study)
+        if finished >= target:
+            break
+        if finished + running >= target:  # the last trials are running elsewhere
+            if heartbeat_enabled(study):  # (study.optimize does this itself before each trial)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(study)  # requeues trials of dead workers
+            time.sleep(WAIT_POLL_S)
             continue
         try:
             study.optimize(guard, n_trials=1, callbacks=[failures, *callbacks],
