@@ -22,6 +22,7 @@ The server allows --max-connections (30) so that fleet effects show on one machi
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import multiprocessing
 import os
@@ -84,6 +85,9 @@ class StandInObjective:
             trial.suggest_int("width", 32, 512)
             trial.set_user_attr("worker_pid", os.getpid())
             path = self.checkpoints(trial)
+            # only fresh sampled trials fail: documented ones must each finish once, and a killed
+            # trial's retry (its checkpoint is its original's) is measured on its own
+            fresh = path.stem == f"trial-{trial.number}" and "documented_experiment" not in trial.user_attrs
             done: list[float] = json.loads(path.read_text()) if path.exists() else []
             if done:
                 trial.set_user_attr("resumed_from_epoch", len(done))
@@ -93,8 +97,7 @@ class StandInObjective:
                 else:
                     time.sleep(EPOCH_S)
                     slept += EPOCH_S
-                    enqueued = "documented_experiment" in trial.user_attrs  # must each finish once
-                    if not enqueued and random.random() < FAIL_RATE / EPOCHS:
+                    if fresh and random.random() < FAIL_RATE / EPOCHS:
                         trial.set_user_attr("stand_in_failure", True)
                         raise RuntimeError("stand-in failure")
                     value = base + 0.01 * epoch
@@ -114,6 +117,7 @@ class StandInObjective:
 def worker_main(url: str, target: int, folder: str, retry_for: float, index: int) -> None:
     log = open(Path(folder) / f"worker-{index}.log", "w", buffering=1)  # noqa: SIM115 (lives as long as the process)
     os.dup2(log.fileno(), 2)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the orchestrator's handler
     assert "torch" not in sys.modules, "a stand-in worker must not import torch"
     random.seed(os.getpid())
     started = time.perf_counter()
@@ -134,6 +138,7 @@ def worker_main(url: str, target: int, folder: str, retry_for: float, index: int
         print(f"worker: error: {error}", file=log)
         code = 1
     summary = {"index": index, "pid": os.getpid(), "wall_s": time.perf_counter() - started,
+               "cpu_s": time.process_time(),
                "join_s": timing["gaps"][0] if timing["gaps"] else None, "gaps": timing["gaps"][1:],
                "inside": timing["inside"], "code": code}
     (Path(folder) / f"worker-{index}.json").write_text(json.dumps(summary))
@@ -218,6 +223,11 @@ def transactions(server_url: str, name: str) -> int:
     return int(row[0]) if row else 0
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def refusals(server) -> int | None:
     return server.log.read_text().count("too many clients") if server.log else None
 
@@ -242,6 +252,7 @@ def start_proxy(db_url: str, folder: Path) -> tuple[subprocess.Popen, int]:
     proxy = subprocess.Popen([str(CLI), "proxy", "--storage", db_url, "--port", str(port), "--grace-period",
                               str(GRACE_S), "--check-every", str(CHECK_EVERY_S)], stdout=log,
                              stderr=subprocess.STDOUT)
+    atexit.register(proxy.kill)  # should the orchestrator fail (a no-op once it has ended)
     wait_for_proxy(port, proxy)
     return proxy, port
 
@@ -278,36 +289,42 @@ def run_configuration(server, config: Configuration, template: str, run_name: st
     refused_before = refusals(server)
     xacts_before = transactions(server.url, run_name)
     started = time.perf_counter()
+    # the orchestrator's own connection is taken before the workers compete for the rest
+    poll_engine = sqlalchemy.create_engine(db_url, poolclass=sqlalchemy.pool.NullPool)
+    poll = poll_engine.connect()
+    poll.commit()
     context = multiprocessing.get_context("fork")
     workers = {}
     for index in range(config.workers):
-        process = context.Process(target=worker_main,
+        process = context.Process(target=worker_main, daemon=True,  # ended with the orchestrator
                                   args=(url, target, str(folder), config.retry_for, index))
         process.start()
         workers[process.pid] = process
-    poll_engine = sqlalchemy.create_engine(db_url, poolclass=sqlalchemy.pool.NullPool)
     killed: list[int] = []
+    kill_times: dict[int, float] = {}
     polls = 1  # the driver's first connection runs its set-up queries
     kill_at = config.prepopulated + ENQUEUED + int(0.4 * config.new_trials)
     to_kill, killed_at = max(1, config.workers // 4), None
-    with poll_engine.connect() as poll:
-        while any(p.is_alive() for p in workers.values()) and time.perf_counter() - started < config.limit_s:
-            if len(killed) < to_kill:
-                polls += 1
-                if finished_now(poll) >= kill_at:
-                    alive = {pid for pid, p in workers.items() if p.is_alive()} - set(killed)
-                    for pid in workers_mid_trial(poll, alive)[:to_kill - len(killed)]:
-                        os.kill(pid, signal.SIGKILL)
-                        killed.append(pid)
-                        killed_at = killed_at or time.perf_counter() - started
-                poll.commit()
-            time.sleep(0.1)
+    while any(p.is_alive() for p in workers.values()) and time.perf_counter() - started < config.limit_s:
+        if len(killed) < to_kill:
+            polls += 1
+            if finished_now(poll) >= kill_at:
+                alive = {pid for pid, p in workers.items() if p.is_alive()} - set(killed)
+                for pid in workers_mid_trial(poll, alive)[:to_kill - len(killed)]:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    kill_times[pid] = time.time()
+                    killed_at = killed_at or time.perf_counter() - started
+            poll.commit()
+        time.sleep(0.1)
+    poll.close()
     wall = time.perf_counter() - started
     timed_out = [pid for pid, p in workers.items() if p.is_alive()]
     for pid in timed_out:
         os.kill(pid, signal.SIGKILL)
     for process in workers.values():
         process.join()
+    proxy_cpu = cpu_seconds(proxy.pid) if proxy is not None else None
     if proxy is not None:
         proxy.send_signal(signal.SIGINT)
         proxy.wait(timeout=30)
@@ -315,15 +332,18 @@ def run_configuration(server, config: Configuration, template: str, run_name: st
     time.sleep(1.5)  # closed backends flush their statistics
     xacts = transactions(server.url, run_name) - xacts_before - polls - 1
     refused = None if refused_before is None else refusals(server) - refused_before
-    result = summarise(config, db_url, folder, target, killed, wall, xacts, refused, timed_out)
+    result = summarise(config, db_url, folder, target, kill_times, wall, xacts, refused, timed_out)
     result["killed_after_s"] = round(killed_at, 1) if killed_at else None
+    new_finished = result["finished"] - config.prepopulated
+    result["proxy_cpu_s_per_finished_trial"] = round(proxy_cpu / new_finished, 4) if proxy_cpu else None
     if not os.environ.get("FLEET_KEEP"):
         admin(server.url, f"DROP DATABASE {run_name} WITH (FORCE)")
     return result
 
 
-def summarise(config: Configuration, db_url: str, folder: Path, target: int, killed: list[int], wall: float,
-              xacts: int, refused: int, timed_out: list[int]) -> dict:
+def summarise(config: Configuration, db_url: str, folder: Path, target: int, kill_times: dict[int, float],
+              wall: float, xacts: int, refused: int | None, timed_out: list[int]) -> dict:
+    killed = list(kill_times)
     storage = optuna.storages.RDBStorage(db_url)
     trials = optuna.load_study(study_name=STUDY, storage=storage).get_trials(deepcopy=False)
     storage.engine.dispose()
@@ -334,8 +354,12 @@ def summarise(config: Configuration, db_url: str, folder: Path, target: int, kil
     # a trial of a killed worker, failed by the stale-heartbeat check (not by the stand-in, not surplus)
     victims = [t for t in new if t.user_attrs.get("worker_pid") in killed and t.state == TrialState.FAIL
                and not {"stand_in_failure", "surplus"} & set(t.user_attrs)]
-    retries = {t.system_attrs["failed_trial"]: t for t in new
-               if "failed_trial" in t.system_attrs and t.state in FINISHED}
+    # the finished trial that retried each failed one (a retry of a retry lists both); a retry
+    # can also be left waiting when trials started before it reached the target
+    retries = {number: t for t in new if t.state in FINISHED
+               for number in t.system_attrs.get("retry_history", [])}
+    queued = {number for t in new if t.state == TrialState.WAITING
+              for number in t.system_attrs.get("retry_history", [])}
     resumed = [v.number for v in victims if v.number in retries and
                (not v.intermediate_values or retries[v.number].user_attrs.get("resumed_from_epoch", 0) >= 1)]
     summaries = [json.loads(p.read_text()) for p in sorted(folder.glob("worker-*.json"))]
@@ -358,7 +382,12 @@ def summarise(config: Configuration, db_url: str, folder: Path, target: int, kil
         "killed_workers": len(killed),
         "killed_trials": [v.number for v in victims],
         "killed_trials_retried": sum(v.number in retries for v in victims),
+        "killed_trials_still_queued": sum(v.number in queued and v.number not in retries for v in victims),
         "killed_trials_resumed": len(resumed),
+        # from the SIGKILL to the trial's FAIL (written by the proxy, or directly by a worker's check)
+        "seconds_to_detect_dead_worker": sorted(
+            round(v.datetime_complete.timestamp() - kill_times[v.user_attrs["worker_pid"]], 1)
+            for v in victims),
         "connection_refusals_in_server_log": refused,
         "worker_outage_lines": sum(log.count("unreachable (") for log in logs),
         "workers_gave_up": sum(s["code"] != 0 for s in summaries),
@@ -369,6 +398,8 @@ def summarise(config: Configuration, db_url: str, folder: Path, target: int, kil
                                  "p90": round(quantile(overheads, 0.9), 4) if overheads else None,
                                  "samples": len(overheads)},
         "join_s_median": round(statistics.median(joins), 3) if joins else None,
+        "worker_cpu_s_per_finished_trial": round(sum(s["cpu_s"] for s in summaries) / new_finished, 4)
+        if new_finished else None,
         "db_transactions": xacts,
         "db_transactions_per_finished_trial": round(xacts / new_finished, 1) if new_finished else None,
         "worker_log_examples": sorted({line for log in logs for line in log.splitlines()})[:6],
@@ -392,10 +423,14 @@ def main() -> None:
                    "--trials-per-worker)")
     p.add_argument("--server", default=None,
                    help="use this running server's postgresql:// URL instead of starting one (the tests)")
+    p.add_argument("--append", action="store_true",
+                   help="add to the configurations already in the results file")
     p.add_argument("--out", type=Path, default=None, help="results file (default results/fleet.json)")
     p.add_argument("--quick", action="store_true",
                    help="4 workers, 200 trials in the study; writes results/fleet.quick.tmp")
     args = p.parse_args()
+    # stopped: still stop the server, the proxy and the workers (finally blocks, atexit)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.quick:
         args.workers, args.prepopulated = "4", "200"
     with_warnings_off()
@@ -431,8 +466,38 @@ def main() -> None:
            "configurations": results}
     path = args.out or RESULTS / ("fleet.quick.tmp" if args.quick else "fleet.json")
     path.parent.mkdir(parents=True, exist_ok=True)
+    if args.append and path.exists():  # a further run's configurations beside the earlier ones
+        earlier = json.loads(path.read_text())
+        out["configurations"] = earlier["configurations"] + results
+        out["runs"] = [*earlier.get("runs", [earlier["machine"]]), out["machine"]]
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {path}")
+    print(markdown_table(results))
+
+
+def markdown_table(results: list[dict]) -> str:
+    """The BENCHMARKS.md table of a run's configurations."""
+    rows = ["| via | workers | trials before | finished / target | killed: retried, resumed | detect s "
+            "| refused conn. | workers gave up | overhead s/trial (median, p90) | join s | DB xacts/trial "
+            "| proxy CPU s/trial | wall s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        overhead = r["overhead_per_trial_s"]
+        detect = r["seconds_to_detect_dead_worker"]
+        rows.append(
+            f"| {r['via']} | {r['workers']} | {r['prepopulated']:,} "
+            f"| {r['finished']:,} / {r['target_finished']:,}{'' if r['exact_total'] else ' (not reached)'} "
+            f"| {len(r['killed_trials'])}: "
+            f"{r['killed_trials_retried']}, {r['killed_trials_resumed']}"
+            f"{f' ({q} still queued)' if (q := r['killed_trials_still_queued']) else ''} "
+            f"| {f'{min(detect):g}-{max(detect):g}' if detect else '-'} "
+            f"| {r['connection_refusals_in_server_log']} | {r['workers_gave_up']} "
+            f"| {overhead['median'] if overhead['median'] is not None else '-'}, "
+            f"{overhead['p90'] if overhead['p90'] is not None else '-'} | {r['join_s_median'] or '-'} "
+            f"| {r['db_transactions_per_finished_trial'] or '-'} "
+            f"| {r['proxy_cpu_s_per_finished_trial'] or '-'} "
+            f"| {r['wall_s']} |")
+    return "\n".join(rows)
 
 
 @dataclass(frozen=True)

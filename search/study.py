@@ -189,9 +189,11 @@ class TrialGuard:
         if ahead < self.target:
             return
         trial.set_user_attr("surplus", "not run: other workers reached the target")
-        if "fixed_params" in me.system_attrs:  # an enqueued trial must not be lost with it
+        if {"fixed_params", "failed_trial"} & set(me.system_attrs):
+            # an enqueued trial, or the retry of a dead worker's trial, must not be lost with it
             self.study.add_trial(optuna.trial.create_trial(
-                state=TrialState.WAITING, user_attrs=me.user_attrs, system_attrs=me.system_attrs))
+                state=TrialState.WAITING, params=me.params, distributions=me.distributions,
+                user_attrs=me.user_attrs, system_attrs=me.system_attrs))
         raise SurplusTrialError("target reached by other workers")
 
 

@@ -58,31 +58,45 @@ def _causes(error: BaseException) -> list[BaseException]:
     return chain
 
 
-def is_connection_error(error: BaseException) -> bool:
-    """Whether `error` means the storage cannot be reached now (worth retrying), as opposed to
-    a bad request, a missing study or an SQLite problem (busy timeouts already cover locks)."""
+BUSY, DOWN = "busy", "down"
+
+
+def connection_trouble(error: BaseException) -> str | None:
+    """BUSY: the server is there but cannot take us now (too many clients, starting up);
+    DOWN: nothing answers or the connection broke; None: not a connection problem (a bad
+    request, a missing study or database, a refused login, SQLite, whose busy timeout
+    already covers locks)."""
     for cause in _causes(error):
         if isinstance(cause, ConnectionError):  # sockets, and the proxy client's wait for its server
-            return True
+            return DOWN
         code = getattr(cause, "code", None)
         if callable(code) and type(cause).__module__.startswith("grpc"):
             name = getattr(code(), "name", "")
             details = cause.details() if callable(getattr(cause, "details", None)) else ""
-            return name in _TRANSIENT_GRPC_CODES or (
-                name == "UNKNOWN" and any(text in (details or "") for text in _PROXY_DATABASE_ERRORS))
+            if name in _TRANSIENT_GRPC_CODES:
+                return DOWN
+            from_database = any(text in (details or "") for text in _PROXY_DATABASE_ERRORS)
+            return BUSY if name == "UNKNOWN" and from_database else None
         module = type(cause).__module__
         if module.startswith("sqlite3"):
-            return False
+            return None
         if type(cause).__name__ in ("OperationalError", "InterfaceError") and not module.startswith(
                 "sqlalchemy"):
             sqlstate = getattr(cause, "sqlstate", None)
             if sqlstate is not None:
-                return sqlstate.startswith("08") or sqlstate in _TRANSIENT_SQLSTATES
+                return BUSY if sqlstate.startswith("08") or sqlstate in _TRANSIENT_SQLSTATES else None
             # refused at connection time, where the driver gives no SQLSTATE: the server's
             # FATAL message says whether it is busy (worth waiting) or refuses us for good
             text = str(cause)
-            return "FATAL:" not in text or any(marker in text for marker in _TRANSIENT_FATALS)
-    return False
+            if "FATAL:" not in text:
+                return DOWN
+            return BUSY if any(marker in text for marker in _TRANSIENT_FATALS) else None
+    return None
+
+
+def is_connection_error(error: BaseException) -> bool:
+    """Whether `error` means the storage cannot be reached now (worth retrying)."""
+    return connection_trouble(error) is not None
 
 
 _STORAGE_METHODS = sorted(
@@ -102,13 +116,15 @@ class OutageRetry:
     """Runs storage calls, retrying connection failures with backoff for `retry_for` seconds.
 
     Shared by a worker's threads: one line when the storage goes away, one when it is back;
-    once it has given up, every later call fails at once."""
+    once it has given up, every later call fails at once. Before the storage has answered
+    once, only a busy server is waited for: a worker pointed at a wrong address stops at once."""
 
     def __init__(self, url: str, retry_for: float, say: Callable[[str], None]) -> None:
         self.url, self.retry_for, self._say = url, retry_for, say
         self._lock = threading.Lock()
         self._down_since: float | None = None
         self._gave_up = False
+        self.reached = False  # answered once: from now on, a storage that does not answer is an outage
 
     def __call__(self, work: Callable[[], Any], written_anyway: Callable[[], bool] | None = None) -> Any:
         """`work()`; `written_anyway()` tells whether a write that raised UpdateFinishedTrialError
@@ -125,7 +141,9 @@ class OutageRetry:
                     return True
                 raise
             except Exception as error:
-                if not is_connection_error(error):
+                trouble = connection_trouble(error)
+                # nothing answering at the first contact is likelier a wrong address than an outage
+                if trouble is None or (trouble == DOWN and not self.reached):
                     raise
                 waited = True
                 self._outage(error)
@@ -133,6 +151,7 @@ class OutageRetry:
                     time.sleep(delay)
                     delay = min(2 * delay, MAX_DELAY_S)
                 continue
+            self.reached = True
             if waited:
                 self._recovered()
             return result

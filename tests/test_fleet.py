@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from search.study import run_until
 from storage.resilient import is_connection_error, open_resilient_storage
-from tests.conftest import CLI, REPO, offline_env, run_cli
+from tests.conftest import CLI, REPO, offline_env
 from tests.pg_server import free_port
 
 pytestmark = pytest.mark.slow
@@ -53,19 +53,6 @@ def test_a_small_fleet_through_the_proxy_survives_a_sigkill(tmp_path, postgres_u
     assert run["killed_workers"] == 1 and len(run["killed_trials"]) == 1, run
     assert run["killed_trials_retried"] == run["killed_trials_resumed"] == 1, run
     assert run["workers_gave_up"] == run["worker_outage_lines"] == 0, run
-
-
-@pytest.mark.parametrize("url", ["grpc://127.0.0.1:{port}", "postgresql://postgres@127.0.0.1:{port}/none"])
-def test_a_worker_whose_storage_stays_down_gives_up_with_one_line(tmp_path, url):
-    url = url.format(port=free_port())
-    result = run_cli("worker", "--study", "s", "--storage", url, "--retry-for", "2", "--quiet", cwd=tmp_path)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 2, result.stderr
-    assert lines[0].startswith(f"kmnist-search worker: storage {url} unreachable (")
-    assert lines[0].endswith("retrying for up to 2 s")
-    assert lines[1] == (f"kmnist-search worker: error: storage {url} unreachable for 2 s: bring it back "
-                        "and run the same command again")
 
 
 def test_a_storage_that_refuses_us_for_good_is_not_retried(postgres_url):
