@@ -42,7 +42,7 @@ class StaleTrialReaper:
     def __init__(self, rdb: optuna.storages.RDBStorage, grace_period: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.rdb, self.grace_period, self.clock = rdb, grace_period, clock
-        self.storage = optuna.storages.get_storage(rdb)  # cached: reads only unfinished and new trials
+        self.storage = optuna.storages.get_storage(rdb)
         self.seen: dict[int, tuple[object, float]] = {}  # trial id -> (beat, when it last changed)
         self.reaped: list[int] = []
 
@@ -50,8 +50,10 @@ class StaleTrialReaper:
         """One look at every study's running trials; returns the numbers of the trials failed."""
         now, running, failed = self.clock(), set(), []
         for frozen_study in self.storage.get_all_studies():
-            study_id = frozen_study._study_id
-            for trial in self.storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            # the running trials' rows only, not the whole study's
+            running_now = self.rdb._get_trials(frozen_study._study_id, states=(TrialState.RUNNING,),
+                                               included_trial_ids=set(), trial_id_greater_than=-1)
+            for trial in running_now:
                 running.add(trial._trial_id)
                 beat = trial.system_attrs.get(HEARTBEAT_ATTR)
                 last = self.seen.get(trial._trial_id)
@@ -102,18 +104,59 @@ def reap_forever(reaper: StaleTrialReaper, poll_s: float, stop: threading.Event)
                 print(f"kmnist-search proxy: checking for dead workers failed: {error!r}", file=sys.stderr)
 
 
+def proxy_service(rdb: optuna.storages.RDBStorage):
+    """Optuna's proxy service over Optuna's trial cache, answering GetTrials in time that does
+    not grow with the study.
+
+    A client asks for its unfinished trials and those newer than it has seen. Optuna's service
+    lists and sorts every trial of the study in Python for each such call, the load test's
+    growth with study size. Here the cache reads the new and unfinished rows as before, and
+    the answer is picked by trial number (numbers follow trial ids within a study).
+    """
+    import grpc
+    from optuna.storages._grpc import servicer
+    from optuna.storages._grpc.auto_generated import api_pb2
+
+    cache = optuna.storages.get_storage(rdb)  # Optuna's docs: serve the cached storage
+
+    class IncrementalTrialsService(servicer.OptunaStorageProxyService):
+        def GetTrials(self, request, context):  # noqa: N802 (the gRPC method's name)
+            try:
+                cache._read_trials_from_remote_storage(request.study_id)
+            except KeyError as error:
+                context.abort(code=grpc.StatusCode.NOT_FOUND, details=str(error))
+            with cache._lock:
+                trials = cache._studies[request.study_id].trials
+                numbers = cache._trial_id_to_study_id_and_number
+                newer = numbers.get(request.trial_id_greater_than, (None, -1))[1] + 1
+                if request.trial_id_greater_than >= 0 and newer == 0:  # not cached: pick by id
+                    chosen = [t for t in trials.values() if t._trial_id > request.trial_id_greater_than]
+                else:
+                    chosen = [trials[n] for n in range(newer, len(trials)) if n in trials]
+                chosen += [trials[numbers[i][1]] for i in request.included_trial_ids
+                           if i <= request.trial_id_greater_than and i in numbers]
+                return api_pb2.GetTrialsReply(trials=[servicer._to_proto_trial(t) for t in chosen])
+
+    return IncrementalTrialsService(cache)
+
+
 def serve_proxy(rdb: optuna.storages.RDBStorage, host: str, port: int, grace_period: float,
                 poll_s: float) -> None:
     """Serve `rdb` on host:port until interrupted, reaping dead workers' trials meanwhile."""
+    import grpc
+    from optuna.storages._grpc.auto_generated import api_pb2_grpc
+
+    server = grpc.server(ThreadPoolExecutor(SERVER_THREADS))
+    api_pb2_grpc.add_StorageServiceServicer_to_server(proxy_service(rdb), server)
+    if server.add_insecure_port(f"{host}:{port}") == 0:
+        raise RuntimeError("the port is taken or the address is not this machine's")
     stop = threading.Event()
     reaper = threading.Thread(target=reap_forever, daemon=True, name="reaper",
                               args=(StaleTrialReaper(rdb, grace_period), poll_s, stop))
     reaper.start()
+    server.start()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            # Optuna's docs: serve the cached storage, as get_storage gives it
-            optuna.storages.run_grpc_proxy_server(optuna.storages.get_storage(rdb), host=host, port=port,
-                                                  thread_pool=ThreadPoolExecutor(SERVER_THREADS))
+        server.wait_for_termination()
     finally:
         stop.set()
+        server.stop(grace=None)

@@ -168,14 +168,22 @@ class TrialGuard:
     def __init__(self, study: optuna.Study, target: int,
                  objective: Callable[[optuna.Trial], float]) -> None:
         self.study, self.target, self.objective = study, target, objective
+        self.trial_id: int | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
+        self.trial_id = trial._trial_id
         self._check_target(trial)
         try:
             return self.objective(trial)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
+
+    def failed_elsewhere(self) -> bool:
+        """Whether the last trial was failed by another process while this one ran it (its
+        heartbeats came late, so it looked dead); that process requeued it."""
+        return self.trial_id is not None and \
+            self.study._storage.get_trial(self.trial_id).state == TrialState.FAIL
 
     def _check_target(self, trial: optuna.Trial) -> None:
         # one read of the study: Optuna's cache fetches only new and unfinished trials, and
@@ -238,6 +246,9 @@ def run_until(study: optuna.Study, objective: Callable[[optuna.Trial], float], t
                            catch=(RuntimeError, ValueError), gc_after_trial=False)
         except SurplusTrialError:
             continue
+        except RuntimeError:  # Optuna's "Cannot tell a FAIL trial": the retry runs it again
+            if not guard.failed_elsewhere():
+                raise
     return True
 
 
