@@ -487,7 +487,8 @@ def main() -> None:
 
 def markdown_table(results: list[dict]) -> str:
     """The BENCHMARKS.md table of a run's configurations."""
-    rows = ["| via | workers | trials before | finished / target | killed: retried, resumed | detect s "
+    rows = ["| via | workers | trials before | finished / target "
+            "| killed workers / their trials: retried, resumed | detect s "
             "| refused conn. | workers gave up | overhead s/trial (median, p90) | join s | DB xacts/trial "
             "| proxy CPU s/trial after joins | wall s |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -497,7 +498,7 @@ def markdown_table(results: list[dict]) -> str:
         rows.append(
             f"| {r['via']} | {r['workers']} | {r['prepopulated']:,} "
             f"| {r['finished']:,} / {r['target_finished']:,}{'' if r['exact_total'] else ' (not reached)'} "
-            f"| {len(r['killed_trials'])}: "
+            f"| {r['killed_workers']} / {len(r['killed_trials'])}: "
             f"{r['killed_trials_retried']}, {r['killed_trials_resumed']}"
             f"{f' ({q} still queued)' if (q := r['killed_trials_still_queued']) else ''} "
             f"| {f'{min(detect):g}-{max(detect):g}' if detect else '-'} "

@@ -99,3 +99,28 @@ def test_a_trial_finishing_while_the_proxy_restarts_keeps_its_result(tmp_path, p
     assert len(lines) == 2, lines
     assert "unreachable" in lines[0] and "retrying for up to 60 s" in lines[0]
     assert "reachable again after" in lines[1]
+
+
+def test_the_proxy_answers_trial_reads_as_optunas_own_service_does(tmp_path):
+    from optuna.storages._grpc.auto_generated import api_pb2
+    from optuna.storages._grpc.servicer import OptunaStorageProxyService
+
+    from search.proxy import proxy_service
+
+    rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'k.db'}")
+    study = optuna.create_study(storage=rdb)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=6)
+    running = [study.ask() for _ in range(2)]
+    study.enqueue_trial({"x": 0.5})
+    ours, optunas = proxy_service(rdb), OptunaStorageProxyService(optuna.storages.get_storage(rdb))
+    ids = [t._trial_id for t in study.get_trials()]
+    requests = [api_pb2.GetTrialsRequest(study_id=study._study_id, trial_id_greater_than=-1),
+                api_pb2.GetTrialsRequest(study_id=study._study_id, trial_id_greater_than=ids[3],
+                                         included_trial_ids=[running[0]._trial_id, ids[1]]),
+                api_pb2.GetTrialsRequest(study_id=study._study_id, trial_id_greater_than=ids[-1])]
+    for request in requests:
+        answer = sorted(t.trial_id for t in ours.GetTrials(request, None).trials)
+        assert answer == sorted(t.trial_id for t in optunas.GetTrials(request, None).trials)
+    study.tell(running[1], 1.0)  # a change after the first reads is seen
+    (changed,) = [t for t in ours.GetTrials(requests[1], None).trials if t.trial_id == running[1]._trial_id]
+    assert changed.values == [1.0]
