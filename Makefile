@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SPACE ?= mlp_regularisation
 TRIALS ?= 100
 
-.PHONY: setup search test lint bench bench-beyond clean
+.PHONY: setup search test lint bench bench-beyond screenshots clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,12 @@ bench: setup
 # issue 8's end-to-end run: an hour of search per beyond space, then export + retrain (~80 min)
 bench-beyond: setup
 	$(BIN)/python benchmarks/beyond_spaces.py
+
+# docs/screenshots/*.png: dashboard pages and retrain figures from a real small run (~2 min)
+KMNIST_7K ?= /tmp/kmnist-7k
+screenshots: setup
+	test -d $(KMNIST_7K) || cp -r ../shared/data/kmnist-7k $(KMNIST_7K)
+	$(BIN)/python docs/dashboard_screenshot.py --data-dir $(KMNIST_7K)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -12,6 +12,15 @@ from pathlib import Path
 
 SOURCES = ("kmnist", "mnist", "fashion-mnist")
 DATA_ENV = "KMNIST_SEARCH_DATA"
+# label order; KMNIST's are torchvision's `KMNIST.classes`, Fashion-MNIST's its `FashionMNIST.classes`
+CLASS_NAMES = {
+    "kmnist": ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+    "mnist": ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9"),
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"),
+}
+# the hiragana KMNIST's romanised names stand for, as its users know them
+KMNIST_CHARACTERS = ("お", "き", "す", "つ", "な", "は", "ま", "や", "れ", "を")
 RAW_FILES = {
     True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -41,6 +50,17 @@ class DatasetChoice:
             for original in members:
                 mapping[original] = new
         return mapping
+
+    def class_names(self, characters: bool = True) -> tuple[str, ...]:
+        """One name per label: KMNIST's hiragana with their romanisation ("お (o)"), or the
+        romanisation alone (`characters=False`: for figures when no font can draw them);
+        a merged class names its members ("2/3/5/8")."""
+        names = CLASS_NAMES[self.source]
+        if self.source == "kmnist" and characters:
+            names = tuple(f"{char} ({roman})" for char, roman in zip(KMNIST_CHARACTERS, names, strict=True))
+        if self.groups is None:
+            return names
+        return tuple("/".join(names[original] for original in members) for members in self.groups)
 
 
 DATASET_CHOICES = {

@@ -108,7 +108,7 @@ class Objective:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {result.epoch}")
 
-        def checkpoint_failed(error: OSError) -> None:
+        def checkpoint_failed(error: Exception) -> None:
             trial.set_user_attr("checkpoint_error", str(error))
 
         try:

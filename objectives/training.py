@@ -6,8 +6,8 @@ contiguous slices, so there is no per-sample Python work and no DataLoader.
 
 from __future__ import annotations
 
+import copy
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -20,6 +20,8 @@ from torch import nn
 
 from objectives.augment import Augmentation, random_affine
 from objectives.data import TensorSplit
+from objectives.errors import DeviceUnavailableError, TensorFileError
+from objectives.tensor_files import load_tensor_file, save_tensor_file
 from spaces.base import REPORTS_DEFAULTS
 
 EVAL_BATCH = 4096
@@ -95,45 +97,94 @@ class CheckpointWriteError(OSError):
 Scheduler = torch.optim.lr_scheduler.LRScheduler
 
 
+CHECKPOINT_FORMAT = "kmnist-search-checkpoint/2"
+LEGACY_CHECKPOINT_SUFFIX = ".pt"  # torch.save files of format 1: never loaded
+
+
+class CheckpointReadError(ValueError):
+    """A checkpoint that cannot be resumed from; the trial restarts from epoch 0."""
+
+
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                     generator: torch.Generator, history: list[EpochResult],
                     scheduler: Scheduler | None = None) -> None:
-    tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    # dropout draws from torch's global generators: with them a resumed run
-                    # continues exactly as the uninterrupted one would have
-                    "global_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
-                    "generator": generator.get_state(), "history": [asdict(r) for r in history]}, tmp)
-        os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint intact
+        save_tensor_file(path, CHECKPOINT_FORMAT, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            # dropout draws from torch's global generators: with them a resumed run
+            # continues exactly as the uninterrupted one would have
+            "global_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+            "generator": generator.get_state(), "history": [asdict(r) for r in history]})
     except (OSError, RuntimeError) as error:
-        tmp.unlink(missing_ok=True)
         raise CheckpointWriteError(f"cannot write checkpoint {path}: {error}") from None
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                     generator: torch.Generator, scheduler: Scheduler | None = None) -> list[EpochResult]:
-    """Restore the states saved after the last finished epoch; returns that history."""
-    state = torch.load(path, map_location=generator.device, weights_only=False)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None and state.get("scheduler") is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    if state.get("global_rng") is not None:
-        torch.set_rng_state(state["global_rng"].cpu())
-    if state.get("cuda_rng") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
-    generator.set_state(state["generator"].cpu())  # generator states are CPU tensors on every device
-    return [EpochResult(**{**r, "restored": True}) for r in state["history"]]
+    """Restore the states saved after the last finished epoch; returns that history.
+
+    CheckpointReadError leaves model, optimiser, scheduler and generators as they were.
+    """
+    try:
+        state = load_tensor_file(path, CHECKPOINT_FORMAT)
+        history = [EpochResult(**{**r, "restored": True}) for r in state["history"]]
+    except TensorFileError as error:
+        raise CheckpointReadError(f"{error}: the trial restarts from epoch 0") from None
+    except (KeyError, TypeError) as error:
+        raise CheckpointReadError(f"{path} lacks a valid epoch history ({error}): the trial restarts "
+                                  "from epoch 0") from None
+    before = copy.deepcopy((model.state_dict(), optimizer.state_dict(),
+                            scheduler.state_dict() if scheduler is not None else None))
+    generator_before, global_before = generator.get_state(), torch.get_rng_state()
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["global_rng"])
+        generator.set_state(state["generator"])  # generator states are CPU tensors on every device
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        model.load_state_dict(before[0])
+        optimizer.load_state_dict(before[1])
+        if scheduler is not None:
+            scheduler.load_state_dict(before[2])
+        generator.set_state(generator_before)
+        torch.set_rng_state(global_before)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointReadError(f"{path} does not fit this trial's model or optimiser ({first}): "
+                                  "the trial restarts from epoch 0") from None
+    return history
+
+
+def legacy_checkpoint(path: Path) -> Path | None:
+    """The torch.save checkpoint an older version wrote for the same trial, if one is there."""
+    legacy = path.with_suffix(LEGACY_CHECKPOINT_SUFFIX)
+    return legacy if legacy != path and legacy.exists() else None
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceUnavailableError(f"{name!r} is not a device: use --device cpu, cuda, cuda:N "
+                                     "or auto") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DeviceUnavailableError(f"no CUDA device on this machine for --device {name}: "
+                                         "use --device cpu or auto")
+        if device.index is not None and device.index >= count:
+            raise DeviceUnavailableError(f"no CUDA device {device.index} on this machine (it has "
+                                         f"{count}: 0-{count - 1}) for --device {name}: use one of "
+                                         "them, --device cpu or auto")
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -194,12 +245,13 @@ def train(
     settings: TrainSettings,
     on_epoch: Callable[[EpochResult], None] | None = None,
     checkpoint: Path | None = None,
-    on_checkpoint_error: Callable[[CheckpointWriteError], None] | None = None,
+    on_checkpoint_error: Callable[[Exception], None] | None = None,
 ) -> list[EpochResult]:
     """Minimise cross-entropy; `on_epoch` sees each epoch's result and may raise to stop.
 
     With `checkpoint`, training resumes from that file when it exists (replaying the saved
-    epochs to `on_epoch` with `restored=True`) and rewrites it after every epoch.
+    epochs to `on_epoch` with `restored=True`) and rewrites it after every epoch. A file
+    that cannot be written or read goes to `on_checkpoint_error`; training goes on.
     """
     device = train_split.images.device
     generator = torch.Generator(device=device).manual_seed(settings.seed)
@@ -212,8 +264,8 @@ def train(
     augmentation = settings.augmentation
     background = train_split.images.amin()  # normalised black; stays on the device
     history: list[EpochResult] = []
-    if checkpoint is not None and checkpoint.exists():
-        history = load_checkpoint(checkpoint, model, optimizer, generator, scheduler)
+    if checkpoint is not None:
+        history = _resume(checkpoint, model, optimizer, generator, scheduler, on_checkpoint_error)
     best_val_loss, epochs_since_best = math.inf, 0
     for result in history:
         if on_epoch is not None:
@@ -264,6 +316,26 @@ def train(
         if patience is not None and val_split is not None and epochs_since_best >= patience:
             break
     return history
+
+
+def _resume(checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+            generator: torch.Generator, scheduler: Scheduler | None,
+            on_checkpoint_error: Callable[[Exception], None] | None) -> list[EpochResult]:
+    """The restored history, or none (epoch 0) when there is no usable checkpoint."""
+    problem: CheckpointReadError | None = None
+    legacy = legacy_checkpoint(checkpoint)
+    if checkpoint.exists():
+        try:
+            return load_checkpoint(checkpoint, model, optimizer, generator, scheduler)
+        except CheckpointReadError as error:
+            problem = error
+    elif legacy is not None:
+        problem = CheckpointReadError(
+            f"{legacy} predates the safe checkpoint format (a torch.save file, which could run code "
+            "if loaded) and is not loaded: the trial restarts from epoch 0")
+    if problem is not None and on_checkpoint_error is not None:
+        on_checkpoint_error(problem)
+    return []
 
 
 def _early_stopping_state(val_loss: float, best: float, since_best: int) -> tuple[float, int]:

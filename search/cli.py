@@ -7,6 +7,7 @@ and the fix, never a traceback.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import sys
 import time
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from objectives.datasets import DATASET_NAMES, SOURCES, DataUnavailableError, default_data_dir
+from objectives.errors import DeviceUnavailableError, TensorFileError
 from search.export import ExportError, checked_params, choose_trials, export_config
 from search.progress import leaderboard_table
 from search.replay import TABLE_COLUMNS, table_cells
@@ -35,6 +37,7 @@ from search.study import (
     make_pruner,
     make_sampler,
     open_study,
+    queued_documented,
     resume_interrupted,
     retry_callback,
 )
@@ -51,7 +54,7 @@ class SearchStoppedError(RuntimeError):
 
 
 USER_ERRORS = (UnknownSpaceError, DataUnavailableError, StorageError, StudyMismatchError, ExportError,
-               ConfigError, SearchStoppedError)
+               ConfigError, SearchStoppedError, TensorFileError, DeviceUnavailableError)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -275,7 +278,7 @@ def open_worker_storage(args: argparse.Namespace) -> ResilientStorage:
 
     return open_resilient_storage(args.storage, args.retry_for, heartbeat_interval=args.heartbeat_interval,
                                   grace_period=args.grace_period, stale_trial_callback=retry_callback(),
-                                  say=say)
+                                  say=say, must_exist=args.command == "worker")  # only start creates
 
 
 def cmd_start(args: argparse.Namespace, console: Console) -> int:
@@ -447,7 +450,7 @@ def cmd_proxy(args: argparse.Namespace, console: Console) -> int:
 
     if proxy_address(args.storage) is not None:
         raise StorageError("a proxy serves a database: give --storage postgresql://USER:PASSWORD@HOST/DB")
-    rdb = open_storage(args.storage)
+    rdb = open_storage(args.storage, must_exist=True)
     console.print(f"serving {args.storage} on grpc://{args.host}:{args.port} (workers: --storage "
                   f"grpc://HOST:{args.port}); dead workers' trials retried within their grace period "
                   f"+ {2 * args.check_every:g} s; Ctrl-C stops it", highlight=False)
@@ -460,7 +463,7 @@ def cmd_proxy(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
-    storage = open_storage(args.storage)
+    storage = open_storage(args.storage, must_exist=True)
     names = [args.study] if args.study else optuna.study.get_all_study_names(storage)
     if not names:
         console.print(f"no studies in {args.storage}: run `kmnist-search start --space NAME` first")
@@ -471,18 +474,35 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
             raise StudyMismatchError(f"no study {name!r} in {args.storage}: run `kmnist-search status` "
                                      "to list the studies there")
         console.print(leaderboard_table(study))
+        queued = queued_documented(study)
+        if queued:
+            console.print(f"{queued} documented experiment{'s' if queued > 1 else ''} still queued "
+                          "(run start with a higher --trials to replay them)", highlight=False)
     return 0
 
 
 def cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
     from optuna_dashboard import run_server
 
-    storage = open_storage(args.storage)
+    storage = open_storage(args.storage, must_exist=True)
     folder = artifact_dir(args.storage, args.artifact_dir)
+    if not is_loopback(args.host):
+        print(f"kmnist-search dashboard: warning: --host {args.host} serves beyond this machine, and "
+              "optuna-dashboard has no login: anyone who reaches the port can edit notes and delete "
+              "studies", file=sys.stderr)
     console.print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {args.storage} "
                   f"(artifacts: {folder}); Ctrl-C stops it", highlight=False)
     run_server(storage, host=args.host, port=args.port, artifact_store=open_artifact_store(folder))
     return 0
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
@@ -490,7 +510,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
 
     fmt = args.format or ("yaml" if args.output and args.output.suffix in (".yaml", ".yml") else "json")
     output = args.output or Path(f"best.{fmt}")
-    storage = open_storage(args.storage)
+    storage = open_storage(args.storage, must_exist=True)
     study = find_study(storage, args.study)
     if study is None:
         raise ExportError(f"no study {args.study!r} in {args.storage}: see `kmnist-search status "
@@ -528,7 +548,7 @@ def cmd_retrain(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError(f"cannot create {out} ({error.strerror}): choose a writable --out") from None
 
     from objectives.training import resolve_device
-    from search.retrain import train_and_test, write_run
+    from search.retrain import remove_legacy_models, train_and_test, write_run
 
     if args.threads:
         import torch
@@ -538,11 +558,12 @@ def cmd_retrain(args: argparse.Namespace, console: Console) -> int:
     seeds = [config["seed"] + i for i in range(args.seeds)]
     console.print(f"retraining {config['space']} on {config['dataset']} for {config['epochs']} epochs, "
                   f"seeds {seeds}", highlight=False)
+    remove_legacy_models(out)
     results = train_and_test(config, params, data_dir, seeds, resolve_device(args.device), out)
     metrics = write_run(out, config, results, data_dir)
     acc = metrics["test_accuracy"]
     console.print(f"test accuracy {100 * acc['mean']:.2f}% ± {100 * acc['std']:.2f} over {len(seeds)} "
-                  f"seeds; wrote {out}/model.pt, metrics.json, report.md, confusion_matrix.png, "
+                  f"seeds; wrote {out}/model.safetensors, metrics.json, report.md, confusion_matrix.png, "
                   "learning_curve.png", highlight=False)
     link_retrain_to_study(config, out, metrics, console)
     return 0
@@ -556,7 +577,7 @@ def link_retrain_to_study(config: dict, out: Path, metrics: dict, console: Conso
     if not {"storage", "study", "trial"} <= set(provenance):
         return
     try:
-        storage = open_storage(provenance["storage"])
+        storage = open_storage(provenance["storage"], must_exist=True)
         study = find_study(storage, provenance["study"])
     except StorageError as error:
         console.print(f"warning: could not link the run to its study ({error})", highlight=False)
@@ -582,29 +603,38 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
 
     from objectives.data import load_raw, to_device
     from objectives.training import evaluate, resolve_device
-    from search.retrain import load_saved_model, test_metrics
+    from search.retrain import load_saved_model, model_file, test_metrics
 
     metrics_path = args.run / "metrics.json"
-    if not (args.run / "model.pt").exists() or not metrics_path.exists():
-        raise ConfigError(f"{args.run} holds no model.pt and metrics.json: give a folder written by "
-                          "`kmnist-search retrain`")
-    recorded = json.loads(metrics_path.read_text())
+    model_path = model_file(args.run)
+    if not model_path.exists() or not metrics_path.exists():
+        raise ConfigError(f"{args.run} holds no {model_path.name} and metrics.json: give a folder "
+                          "written by `kmnist-search retrain`")
+    try:
+        recorded = json.loads(metrics_path.read_text())
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"cannot read {metrics_path} ({error}): retrain to write a new run") from None
     device = resolve_device(args.device)
-    model, saved = load_saved_model(args.run / "model.pt", device)
-    data_dir = args.data_dir or Path(recorded["data_dir"])
-    images, labels = load_raw(saved["config"]["dataset"], data_dir, train=False)
-    evaluation = evaluate(model, to_device(images, labels, saved["mean"], saved["std"], device))
-    details = test_metrics(labels.numpy(), evaluation.predictions.numpy(), saved["num_classes"])
-    expected = recorded["test_accuracy"]["per_seed"][str(saved["seed"])]
+    model, saved = load_saved_model(model_path, device)
+    try:
+        data_dir = args.data_dir or Path(recorded["data_dir"])
+        expected = recorded["test_accuracy"]["per_seed"][str(saved.seed)]
+    except (KeyError, TypeError):
+        raise ConfigError(f"{metrics_path} lacks the data folder or seed {saved.seed}'s test accuracy: "
+                          "retrain to write a new run") from None
+    images, labels = load_raw(saved.config["dataset"], data_dir, train=False)
+    evaluation = evaluate(model, to_device(images, labels, saved.mean, saved.std, device))
+    details = test_metrics(labels.numpy(), evaluation.predictions.numpy(), saved.num_classes,
+                           saved.config["dataset"])
     console.print(f"test accuracy {100 * evaluation.accuracy:.2f}%, loss {evaluation.loss:.4f} "
                   f"({len(labels):,} images); retrain recorded {100 * expected:.2f}% for seed "
-                  f"{saved['seed']}: {'matches' if evaluation.accuracy == expected else 'DIFFERS'}",
+                  f"{saved.seed}: {'matches' if evaluation.accuracy == expected else 'DIFFERS'}",
                   highlight=False)
     table = Table(title="per class")
-    for column in ("class", "precision", "recall", "f1-score", "support"):
+    for column in ("label", "class", "precision", "recall", "f1-score", "support"):
         table.add_column(column)
-    for name, row in details["per_class"].items():
-        table.add_row(name, *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1-score")),
+    for (label, row), name in zip(details["per_class"].items(), details["class_names"], strict=True):
+        table.add_row(label, name, *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1-score")),
                       str(row["support"]))
     console.print(table)
     return 0
@@ -634,6 +664,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "spaces": lambda _, console: cmd_spaces(console),
     }
     try:
+        if getattr(args, "device", "auto").startswith("cuda"):  # before anything is created
+            from objectives.training import resolve_device
+
+            resolve_device(args.device)
         return commands[args.command](args, console)
     except USER_ERRORS as error:
         print(f"kmnist-search {args.command}: error: {error}", file=sys.stderr)

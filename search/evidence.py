@@ -5,7 +5,11 @@ Written as Optuna artifacts (PNG, CSV) and optuna-dashboard notes while the tria
 
 from __future__ import annotations
 
+import csv
+import functools
+import statistics
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -14,53 +18,144 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
+from matplotlib import font_manager  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from optuna.artifacts import FileSystemArtifactStore  # noqa: E402
 from optuna_dashboard import save_note  # noqa: E402
 from optuna_dashboard._note import get_note_from_system_attrs, save_note_with_version  # noqa: E402
 from sklearn.metrics import confusion_matrix  # noqa: E402
 
+from objectives.datasets import DATASET_CHOICES, DatasetChoice  # noqa: E402
 from objectives.objective import TrialOutcome  # noqa: E402
 from objectives.training import EpochResult  # noqa: E402
+from search.replay import format_value  # noqa: E402
 from storage.artifacts import attach  # noqa: E402
 
+# fonts that draw KMNIST's hiragana, best first (Debian: fonts-noto-cjk)
+CJK_FONTS = ("Noto Sans CJK JP", "Noto Serif CJK JP", "IPAexGothic", "IPAGothic", "TakaoGothic",
+             "Source Han Sans JP")
 
-def plot_learning_curve(history: list[EpochResult], path: Path, title: str) -> Path:
+
+@functools.cache
+def cjk_font() -> str | None:
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    if not installed & set(CJK_FONTS):  # installed after matplotlib cached its list of fonts?
+        for path in font_manager.findSystemFonts():
+            if "CJK" in Path(path).name:
+                font_manager.fontManager.addfont(path)
+        installed = {font.name for font in font_manager.fontManager.ttflist}
+    return next((name for name in CJK_FONTS if name in installed), None)
+
+
+def _dataset_choice(dataset: str | None, num_classes: int) -> DatasetChoice | None:
+    """The dataset whose classes these are; None for a study that did not record it."""
+    choice = DATASET_CHOICES.get(dataset or "")
+    return choice if choice is not None and choice.num_classes == num_classes else None
+
+
+def class_labels(dataset: str | None, num_classes: int) -> tuple[tuple[str, ...], str | None]:
+    """Names to label a figure's classes with, and the font family that draws them (None: the
+    default): KMNIST's characters where a CJK font is installed, their romanisation otherwise."""
+    choice = _dataset_choice(dataset, num_classes)
+    if choice is None:
+        return tuple(str(label) for label in range(num_classes)), None
+    font = cjk_font()
+    return choice.class_names(characters=font is not None), font
+
+
+def class_names(dataset: str | None, num_classes: int) -> tuple[str, ...]:
+    """Names for tables, CSVs and JSON (text needs no font: KMNIST's carry their characters)."""
+    choice = _dataset_choice(dataset, num_classes)
+    return tuple(str(label) for label in range(num_classes)) if choice is None else choice.class_names()
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def cap_at_100(ax: Axes) -> None:
+    """Percent axes stop just above 100: matplotlib pads a flat 100% line up to 105."""
+    bottom, top = ax.get_ylim()
+    ax.set_ylim(bottom, min(top, 100.5))
+
+
+def learning_curve_figure(history: list[EpochResult], title: str) -> Figure:
+    """A trial's curve: training and validation loss, and validation accuracy, per epoch."""
     epochs = [r.epoch for r in history]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
-    loss_ax.plot(epochs, [r.train_loss for r in history], marker="o", label="train loss")
+    loss_ax.plot(epochs, [r.train_loss for r in history], marker="o", label="training loss")
     loss_ax.plot(epochs, [r.val_loss for r in history], marker="o", label="validation loss")
     loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("cross-entropy loss")
     loss_ax.legend()
-    acc_ax.plot(epochs, [r.val_accuracy for r in history], marker="o", color="tab:green")
+    acc_ax.plot(epochs, [100 * r.val_accuracy for r in history], marker="o", color="tab:green")
     acc_ax.set_xlabel("epoch")
-    acc_ax.set_ylabel("validation accuracy")
+    acc_ax.set_ylabel("validation accuracy (%)")
+    cap_at_100(acc_ax)
+    for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> Path:
-    fig, ax = plt.subplots(figsize=(5, 4.5))
+def retrain_curves_figure(runs: list[tuple[int, list[EpochResult], float]], title: str) -> Figure:
+    """A retrain's figure from (seed, history, test accuracy) per seed: training loss per epoch
+    (a retrain has no validation split) and the test accuracy each seed ended with."""
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.5), width_ratios=(2, 1))
+    seeds = [str(seed) for seed, _, _ in runs]
+    for seed, history, accuracy in runs:
+        loss_ax.plot([r.epoch for r in history], [r.train_loss for r in history], marker="o",
+                     label=f"seed {seed}: test {100 * accuracy:.2f}%")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("training loss")
+    loss_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    loss_ax.legend()
+    accuracies = [100 * accuracy for _, _, accuracy in runs]
+    acc_ax.scatter(seeds, accuracies, c=[f"C{i}" for i in range(len(runs))], zorder=3)
+    for seed, accuracy in zip(seeds, accuracies, strict=True):
+        acc_ax.annotate(f"{accuracy:.2f}%", (seed, accuracy), textcoords="offset points", xytext=(7, 0),
+                        ha="left", va="center", fontsize=8)
+    mean = statistics.fmean(accuracies)
+    acc_ax.axhline(mean, color="grey", linestyle="--", linewidth=1, label=f"mean {mean:.2f}%")
+    acc_ax.set_xlabel("seed")
+    acc_ax.set_ylabel("test accuracy (%)")
+    acc_ax.set_title("after the last epoch", fontsize=10)
+    acc_ax.margins(x=0.3, y=0.3)
+    cap_at_100(acc_ax)
+    acc_ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figure(matrix: np.ndarray, title: str, dataset: str | None) -> Figure:
+    names, font = class_labels(dataset, len(matrix))
+    fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.imshow(matrix, cmap="Blues")
+    threshold = matrix.max() / 2
     for (row, col), count in np.ndenumerate(matrix):
-        ax.text(col, row, str(count), ha="center", va="center", fontsize=6)
+        ax.text(col, row, str(count), ha="center", va="center", fontsize=6,
+                color="white" if count > threshold else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_xticks(range(len(matrix)))
-    ax.set_yticks(range(len(matrix)))
+    text = {"fontfamily": font} if font else {}
+    ax.set_xticks(range(len(matrix)), names, rotation=45, ha="right", **text)
+    ax.set_yticks(range(len(matrix)), names, **text)
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def write_confusion_csv(matrix: np.ndarray, path: Path) -> Path:
-    header = "true\\predicted," + ",".join(str(i) for i in range(len(matrix)))
-    rows = [f"{i}," + ",".join(str(v) for v in row) for i, row in enumerate(matrix)]
-    path.write_text("\n".join([header, *rows]) + "\n")
+def write_confusion_csv(matrix: np.ndarray, path: Path, names: Sequence[str]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true\\predicted", *names])
+        writer.writerows([name, *row] for name, row in zip(names, matrix.tolist(), strict=True))
     return path
 
 
@@ -75,6 +170,7 @@ def claims_note(trial: optuna.Trial | optuna.trial.FrozenTrial, history: list[Ep
         "param_count": attrs.get("param_count"),
         "test_accuracy": attrs.get("test_accuracy"),
         "test_loss": attrs.get("test_loss"),
+        "stopped_epoch": attrs.get("epochs_run"),
     }
     capped = attrs.get("epochs_capped_from")
     lines = [
@@ -88,7 +184,7 @@ def claims_note(trial: optuna.Trial | optuna.trial.FrozenTrial, history: list[Ep
     ]
     for metric, claimed in attrs["claims"].items():
         value = measured.get(metric)
-        lines.append(f"| {metric} | {claimed:g} | {'-' if value is None else f'{value:.4g}'} |")
+        lines.append(f"| {metric} | {format_value(metric, claimed)} | {format_value(metric, value)} |")
     return "\n".join(lines)
 
 
@@ -98,19 +194,37 @@ class TrialEvidence:
     def __init__(self, store: FileSystemArtifactStore) -> None:
         self.store = store
 
+    @staticmethod
+    def confusion(trial: optuna.Trial, outcome: TrialOutcome) -> tuple[np.ndarray, str | None] | None:
+        """The validation confusion matrix of a completed trial and its study's dataset."""
+        if outcome.val_predictions is None:
+            return None
+        matrix = confusion_matrix(outcome.val_labels.numpy(), outcome.val_predictions.numpy(),
+                                  labels=list(range(outcome.num_classes)))
+        return matrix, trial.study.user_attrs.get("dataset")
+
+    def figures(self, trial: optuna.Trial, outcome: TrialOutcome) -> dict[str, Figure]:
+        """The trial's figures by file name; the caller saves or closes them."""
+        figures = {}
+        if outcome.history:
+            figures["learning_curve.png"] = learning_curve_figure(outcome.history, f"trial {trial.number}")
+        confusion = self.confusion(trial, outcome)
+        if confusion is not None:
+            figures["confusion_matrix.png"] = confusion_figure(
+                confusion[0], f"trial {trial.number}: validation confusion matrix", confusion[1])
+        return figures
+
     def __call__(self, trial: optuna.Trial, outcome: TrialOutcome) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            if outcome.history:
-                curve = plot_learning_curve(outcome.history, folder / "learning_curve.png",
-                                            f"trial {trial.number}")
-                attach(self.store, curve, trial)
-            if outcome.val_predictions is not None:
-                matrix = confusion_matrix(outcome.val_labels.numpy(), outcome.val_predictions.numpy(),
-                                          labels=list(range(outcome.num_classes)))
-                title = f"trial {trial.number}: validation confusion matrix"
-                attach(self.store, plot_confusion(matrix, folder / "confusion_matrix.png", title), trial)
-                attach(self.store, write_confusion_csv(matrix, folder / "confusion_matrix.csv"), trial)
+            for name, figure in self.figures(trial, outcome).items():
+                attach(self.store, save_figure(figure, folder / name), trial)
+            confusion = self.confusion(trial, outcome)
+            if confusion is not None:
+                matrix, dataset = confusion
+                csv_path = write_confusion_csv(matrix, folder / "confusion_matrix.csv",
+                                               class_names(dataset, len(matrix)))
+                attach(self.store, csv_path, trial)
         note = claims_note(trial, outcome.history)
         if note:
             save_note(trial, note)

@@ -89,6 +89,8 @@ class SearchProgress:
             f"[{trial_source(trial)}] {format_params(trial.params)} {reason}".rstrip(),
             highlight=False,
         )
+        if trial.user_attrs.get("checkpoint_error"):
+            self.console.print(f"  checkpoint: {trial.user_attrs['checkpoint_error']}", highlight=False)
 
 
 def leaderboard_table(study: optuna.Study, limit: int = 10) -> Table:

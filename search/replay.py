@@ -149,13 +149,14 @@ def replay_experiment(storage: optuna.storages.BaseStorage, space: SearchSpace,
 
 
 def format_value(metric: str, value: float | None) -> str:
+    """Counts as 1,333,770, accuracies as 91.23%, losses to four significant digits."""
     if value is None:
         return "-"
     if metric == "param_count" or metric == "stopped_epoch":
         return f"{value:,.0f}"
     if metric.endswith("accuracy"):
         return f"{100 * value:.2f}%"
-    return f"{value:.4f}"
+    return f"{value:.4g}"
 
 
 def format_difference(metric: str, value: float | None) -> str:

@@ -7,23 +7,35 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from sklearn.metrics import classification_report, confusion_matrix
 
 from objectives.data import load_raw, pixel_stats, to_device
 from objectives.datasets import DATASET_CHOICES
+from objectives.errors import TensorFileError
 from objectives.models import build_model, model_config
+from objectives.tensor_files import load_tensor_file, save_tensor_file
 from objectives.training import EpochResult, evaluate, seed_everything, train, train_settings
-from search.evidence import plot_confusion, plot_learning_curve
+from search.evidence import (
+    class_names,
+    confusion_figure,
+    retrain_curves_figure,
+    save_figure,
+    write_confusion_csv,
+)
 from search.export import checked_params
 from spaces.documented import ALL_EXPERIMENTS
 
-MODEL_FORMAT = "kmnist-search-model/1"
+MODEL_FORMAT = "kmnist-search-model/2"  # /1 was a torch.save file (model.pt)
+MODEL_SUFFIX = ".safetensors"
+MODEL_FILE, LEGACY_MODEL_FILE = f"model{MODEL_SUFFIX}", "model.pt"
+RETRAIN_FIX = "retrain its configuration with `kmnist-search retrain CONFIG` to get a new model file"
 
 
 @dataclass(frozen=True)
@@ -54,31 +66,79 @@ def train_and_test(config: dict[str, Any], params: dict[str, Any], data_dir: Pat
         settings = train_settings(params, config["epochs"], seed)
         history = train(model, train_split, None, settings)
         evaluation = evaluate(model, test_split)
-        torch.save({"format": MODEL_FORMAT, "config": config, "seed": seed, "num_classes": num_classes,
-                    "mean": mean, "std": std, "state_dict": model.state_dict()},
-                   out / "models" / f"seed-{seed}.pt")
+        path = out / "models" / f"seed-{seed}{MODEL_SUFFIX}"
+        save_model(path, model, SavedModelInfo(config, seed, num_classes, mean, std,
+                                                  list(class_names(dataset, num_classes))))
+        reloaded, _ = load_saved_model(path, device)  # the file alone must give the same model
+        if not torch.equal(evaluate(reloaded, test_split).predictions, evaluation.predictions):
+            raise RuntimeError(f"{path} does not reproduce the trained model's predictions")
         results.append(SeedResult(seed, evaluation.accuracy, evaluation.loss, history,
                                   test_labels.numpy(), evaluation.predictions.numpy()))
     return results
 
 
-def load_saved_model(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
-    saved = torch.load(path, map_location=device, weights_only=False)
-    if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path} is not a kmnist-search model file")
-    _, params = checked_params(saved["config"])
-    model = build_model(model_config(saved["config"]["family"], params, saved["num_classes"]))
-    model.load_state_dict(saved["state_dict"])
-    return model.to(device), saved
+@dataclass(frozen=True)
+class SavedModelInfo:
+    """Everything besides the weights that a model file carries to rebuild and test it."""
+
+    config: dict[str, Any]  # the exported configuration it was trained from
+    seed: int
+    num_classes: int
+    mean: float  # the training images' normalisation
+    std: float
+    class_names: list[str]  # in label order
 
 
-def test_metrics(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> dict[str, Any]:
+def save_model(path: Path, model: torch.nn.Module, info: SavedModelInfo) -> None:
+    save_tensor_file(path, MODEL_FORMAT, {**asdict(info), "state_dict": model.state_dict()})
+
+
+def model_file(run: Path) -> Path:
+    """The run folder's model file; TensorFileError for a folder of the torch.save era."""
+    path = run / MODEL_FILE
+    if not path.exists() and (run / LEGACY_MODEL_FILE).exists():
+        raise TensorFileError(f"{run / LEGACY_MODEL_FILE} predates the safe model format (a torch.save "
+                              f"file, which could run code if loaded) and is not loaded: {RETRAIN_FIX}")
+    return path
+
+
+def remove_legacy_models(run: Path) -> None:
+    """A run folder being rewritten keeps no torch.save model files (never loaded, but someone
+    else's tool might)."""
+    for path in (run / LEGACY_MODEL_FILE, *(run / "models").glob("seed-*.pt")):
+        path.unlink(missing_ok=True)
+
+
+def load_saved_model(path: Path, device: torch.device) -> tuple[torch.nn.Module, SavedModelInfo]:
+    """Rebuild a saved model; never executes anything from the file. TensorFileError (one line
+    naming the file and the fix) for any file that is not one `retrain` wrote."""
+    try:
+        saved = load_tensor_file(path, MODEL_FORMAT)
+        state = saved.pop("state_dict")
+        info = SavedModelInfo(**saved)
+        _, params = checked_params(info.config)
+        model = build_model(model_config(info.config["family"], params, info.num_classes))
+        model.load_state_dict(state)
+    except TensorFileError as error:
+        raise TensorFileError(f"{error}: {RETRAIN_FIX}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TensorFileError(f"{path} does not hold a model its configuration describes "
+                              f"({type(error).__name__}: {first}): {RETRAIN_FIX}") from None
+    return model.to(device), info
+
+
+def test_metrics(labels: np.ndarray, predictions: np.ndarray, num_classes: int,
+                 dataset: str) -> dict[str, Any]:
+    """Per-class precision/recall/F1 keyed by label, the confusion matrix (rows: true label),
+    and the classes' names in label order."""
     report = classification_report(labels, predictions, labels=list(range(num_classes)),
                                    output_dict=True, zero_division=0)
     per_class = {str(c): {k: round(report[str(c)][k], 4) for k in ("precision", "recall", "f1-score")}
                  | {"support": int(report[str(c)]["support"])} for c in range(num_classes)}
     matrix = confusion_matrix(labels, predictions, labels=list(range(num_classes)))
-    return {"per_class": per_class, "confusion_matrix": matrix.tolist()}
+    return {"class_names": list(class_names(dataset, num_classes)), "per_class": per_class,
+            "confusion_matrix": matrix.tolist()}
 
 
 def summarise(values: list[float]) -> dict[str, float]:
@@ -93,10 +153,10 @@ def best_documented_claim(dataset: str) -> tuple[float, str] | None:
 
 
 def write_run(out: Path, config: dict[str, Any], results: list[SeedResult], data_dir: Path) -> dict:
-    """metrics.json, model.pt (first seed), plots and report.md."""
+    """metrics.json, model.safetensors (first seed), confusion_matrix.csv, plots and report.md."""
     num_classes = DATASET_CHOICES[config["dataset"]].num_classes
     first = results[0]
-    (out / "model.pt").write_bytes((out / "models" / f"seed-{first.seed}.pt").read_bytes())
+    (out / MODEL_FILE).write_bytes((out / "models" / f"seed-{first.seed}{MODEL_SUFFIX}").read_bytes())
     accuracy = summarise([r.test_accuracy for r in results])
     metrics = {
         "test_accuracy": {**accuracy, "per_seed": {str(r.seed): r.test_accuracy for r in results}},
@@ -108,16 +168,32 @@ def write_run(out: Path, config: dict[str, Any], results: list[SeedResult], data
         "dataset": config["dataset"],
         "data_dir": str(data_dir),
         "test_images": len(first.labels),
-        "model_pt": test_metrics(first.labels, first.predictions, num_classes),
+        "saved_model": test_metrics(first.labels, first.predictions, num_classes, config["dataset"]),
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n",
+                                      encoding="utf-8")
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    plot_confusion(np.array(metrics["model_pt"]["confusion_matrix"]), out / "confusion_matrix.png",
-                   f"test confusion matrix (seed {first.seed})")
-    plot_learning_curve(first.history, out / "learning_curve.png",
-                        f"retrain on train+validation (seed {first.seed})")
-    (out / "report.md").write_text(report_text(config, metrics))
+    matrix = np.array(metrics["saved_model"]["confusion_matrix"])
+    write_confusion_csv(matrix, out / "confusion_matrix.csv", metrics["saved_model"]["class_names"])
+    for name, figure in run_figures(config, results).items():
+        save_figure(figure, out / name)
+    (out / "report.md").write_text(report_text(config, metrics), encoding="utf-8")
     return metrics
+
+
+def run_figures(config: dict[str, Any], results: list[SeedResult]) -> dict[str, Figure]:
+    """A retrain's figures by file name: the first seed's (the run's model file) test confusion matrix,
+    and every seed's training loss with its test accuracy."""
+    first = results[0]
+    num_classes = DATASET_CHOICES[config["dataset"]].num_classes
+    matrix = confusion_matrix(first.labels, first.predictions, labels=list(range(num_classes)))
+    return {
+        "confusion_matrix.png": confusion_figure(
+            matrix, f"test confusion matrix, {MODEL_FILE} (seed {first.seed})", config["dataset"]),
+        "learning_curve.png": retrain_curves_figure(
+            [(r.seed, r.history, r.test_accuracy) for r in results],
+            f"retrain on train+validation: {len(results)} seed{'s' if len(results) > 1 else ''}"),
+    }
 
 
 def report_text(config: dict[str, Any], metrics: dict[str, Any]) -> str:
@@ -145,6 +221,12 @@ def report_text(config: dict[str, Any], metrics: dict[str, Any]) -> str:
         lines.append(f"| best documented test accuracy on {config['dataset']} ({claim[1]}) | "
                      f"{100 * claim[0]:.2f}% |")
         lines.append(f"| retrained minus documented | {100 * (acc['mean'] - claim[0]):+.2f} pts |")
+    lines += ["", f"Per class ({MODEL_FILE}, seed {metrics['model_seed']}):", "",
+              "| label | class | precision | recall | F1 | support |", "|---|---|---|---|---|---|"]
+    model = metrics["saved_model"]
+    for (label, row), name in zip(model["per_class"].items(), model["class_names"], strict=True):
+        lines.append(f"| {label} | {name} | {row['precision']:.4f} | {row['recall']:.4f} | "
+                     f"{row['f1-score']:.4f} | {row['support']:,} |")
     lines += ["", "Configuration:", "", "```json", json.dumps(config["params"], indent=2), "```", ""]
     if metrics["test_images"] < 10_000:
         lines.insert(4, f"Note: this test set has {metrics['test_images']:,} images, not the official "

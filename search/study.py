@@ -10,7 +10,7 @@ import collections
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
 
 import optuna
@@ -18,6 +18,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from spaces.base import DocumentedExperiment, SearchSpace
+from storage.urls import storage_lock
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 METRIC_NAME = "validation accuracy"
@@ -112,6 +113,12 @@ def enqueue_documented(study: optuna.Study, space: SearchSpace,
     return added
 
 
+def queued_documented(study: optuna.Study) -> int:
+    """Documented experiments enqueued but not yet run (a --trials below their number)."""
+    return sum("documented_experiment" in t.user_attrs
+               for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
 def retry_callback() -> RetryHeartbeatStaleTrialCallback:
     """Requeues a trial whose worker died (stale heartbeat) with the same parameters."""
     return RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
@@ -146,11 +153,41 @@ class CheckpointPaths:
         return self._path(system_attrs, trial.number)
 
     def _path(self, system_attrs: dict, number: int) -> Path:
-        return self.folder / f"trial-{system_attrs.get('failed_trial', number)}.pt"
+        return self.folder / f"trial-{system_attrs.get('failed_trial', number)}.safetensors"
 
     def discard_finished(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.state in FINISHED:
             self._path(trial.system_attrs, trial.number).unlink(missing_ok=True)
+
+
+def study_lock(study: optuna.Study) -> Callable[[], AbstractContextManager] | None:
+    """The cross-process lock of the study's storage (SQLite file, PostgreSQL advisory lock)."""
+    own_lock = getattr(study._storage, "lock", None)  # a worker's storage: taking it rides out outages
+    if callable(own_lock):
+        return own_lock
+    backend = getattr(study._storage, "_backend", study._storage)  # behind Optuna's cache
+    url = getattr(backend, "url", None)
+    return (lambda: storage_lock(url)) if isinstance(url, str) else None
+
+
+class AskGate:
+    """Holds the storage lock from a worker's "fewer than target finished or running" check
+    until its new trial is running, so two workers never both start the last trial: Optuna
+    cannot delete a trial once asked, and one that never ran would otherwise stay a FAIL."""
+
+    def __init__(self, lock: Callable[[], AbstractContextManager] | None) -> None:
+        self.lock, self.held = lock, None
+
+    def acquire(self) -> None:
+        if self.lock is not None and self.held is None:
+            held = ExitStack()
+            held.enter_context(self.lock())
+            self.held = held
+
+    def release(self) -> None:
+        if self.held is not None:
+            held, self.held = self.held, None
+            held.close()
 
 
 class SurplusTrialError(Exception):
@@ -160,17 +197,20 @@ class SurplusTrialError(Exception):
 class TrialGuard:
     """Wraps the objective for one worker: keeps the total exact and records interruptions.
 
-    A trial runs only if fewer than `target` trials are finished or were started before it
+    With the storage's lock (`AskGate`) no trial past the target is ever created. Without one
+    (other storages) a trial runs only if fewer than `target` trials are finished or were started before it
     (ordered by start time, then number). Each worker checks after its own trial is marked
     running, so of two racing trials the later one always sees the earlier.
     """
 
     def __init__(self, study: optuna.Study, target: int,
-                 objective: Callable[[optuna.Trial], float]) -> None:
+                 objective: Callable[[optuna.Trial], float], gate: AskGate | None = None) -> None:
         self.study, self.target, self.objective = study, target, objective
+        self.gate = gate or AskGate(None)
         self.trial_id: int | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
+        self.gate.release()  # this trial is running now: other workers count it
         self.trial_id = trial._trial_id
         self._check_target(trial)
         try:
@@ -227,21 +267,24 @@ def run_until(study: optuna.Study, objective: Callable[[optuna.Trial], float], t
     """Run trials until the study holds exactly `target` finished trials, counting every
     worker's, or until `deadline` (time.time()) passes: no trial starts after it, the running
     one finishes. Returns False when it gave up after repeated failures."""
-    guard, failures = TrialGuard(study, target, objective), FailureStreak()
+    gate = AskGate(study_lock(study))
+    guard, failures = TrialGuard(study, target, objective, gate), FailureStreak()
     while deadline is None or time.time() < deadline:
         if failures.streak >= MAX_CONSECUTIVE_FAILURES:
             return False
-        finished, running = finished_and_running(study)
-        if finished >= target:
-            break
-        if finished + running >= target:  # the last trials are running elsewhere
-            if heartbeat_enabled(study):  # (study.optimize does this itself before each trial)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    optuna.storages.fail_stale_trials(study)  # requeues trials of dead workers
-            time.sleep(WAIT_POLL_S)
-            continue
+        gate.acquire()
         try:
+            finished, running = finished_and_running(study)
+            if finished >= target:
+                break
+            if finished + running >= target:  # the last trials are running elsewhere
+                gate.release()
+                if heartbeat_enabled(study):  # (study.optimize does this itself before each trial)
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                        optuna.storages.fail_stale_trials(study)  # requeues trials of dead workers
+                time.sleep(WAIT_POLL_S)
+                continue
             study.optimize(guard, n_trials=1, callbacks=[failures, *callbacks],
                            catch=(RuntimeError, ValueError), gc_after_trial=False)
         except SurplusTrialError:
@@ -249,6 +292,8 @@ def run_until(study: optuna.Study, objective: Callable[[optuna.Trial], float], t
         except RuntimeError:  # Optuna's "Cannot tell a FAIL trial": the retry runs it again
             if not guard.failed_elsewhere():
                 raise
+        finally:
+            gate.release()  # the guard released it already unless asking failed
     return True
 
 

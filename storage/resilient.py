@@ -17,7 +17,8 @@ from __future__ import annotations
 import abc
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import optuna
@@ -26,7 +27,7 @@ from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 
-from storage.urls import StorageError, open_proxy_storage, open_storage, proxy_address
+from storage.urls import StorageError, open_proxy_storage, open_storage, proxy_address, storage_lock
 
 HEARTBEAT_ATTR = "kmnist_search:heartbeat"
 FIRST_DELAY_S = 0.5
@@ -179,13 +180,14 @@ class OutageRetry:
 def open_resilient_storage(url: str, retry_for: float = DEFAULT_RETRY_FOR_S,
                            heartbeat_interval: int | None = None, grace_period: int | None = None,
                            stale_trial_callback: Callable | None = None,
-                           say: Callable[[str], None] = print) -> ResilientStorage:
+                           say: Callable[[str], None] = print, must_exist: bool = False) -> ResilientStorage:
     """A worker's storage: opening it is retried like every later call."""
     retry = OutageRetry(url, retry_for, say)
     if proxy_address(url) is not None:  # a short wait per attempt: the retries wait the rest
         inner = retry(lambda: open_proxy_storage(url, timeout=1.0))
     else:
-        inner = retry(lambda: open_storage(url, heartbeat_interval, grace_period, stale_trial_callback))
+        inner = retry(lambda: open_storage(url, heartbeat_interval, grace_period, stale_trial_callback,
+                                           must_exist=must_exist))
     return ResilientStorage(inner, retry, heartbeat_interval, grace_period)
 
 
@@ -202,6 +204,18 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         method = getattr(self._inner, name)
         return self._retry(lambda: method(*args, **kwargs))
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """storage.urls.storage_lock of this storage, its taking retried like any call (a
+        proxy's storage has none: the proxy's clients cannot lock its database)."""
+        def take() -> ExitStack:
+            held = ExitStack()
+            held.enter_context(storage_lock(self._retry.url))
+            return held
+
+        with self._retry(take):
+            yield
 
     for _name in _STORAGE_METHODS:
         locals()[_name] = _delegate(_name)

@@ -153,12 +153,18 @@ def storage_lock(url: str) -> Iterator[None]:
 
 
 def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None,
-                 stale_trial_callback: Callable | None = None) -> optuna.storages.BaseStorage:
-    """An RDB storage for `url`, creating the SQLite file if needed; for grpc:// the proxy client."""
+                 stale_trial_callback: Callable | None = None,
+                 must_exist: bool = False) -> optuna.storages.BaseStorage:
+    """An RDB storage for `url`, creating the SQLite file if needed; with `must_exist` (the
+    commands that only read or join a study) a missing SQLite file is an error, not created.
+    For grpc:// the proxy's client."""
     if proxy_address(url) is not None:
         return open_proxy_storage(url)
     check_storage_url(url)
     path = sqlite_path(url)
+    if must_exist and path is not None and (not path.exists() or path.stat().st_size == 0):
+        raise StorageError(f"no storage at {path}: check --storage (a study's file is created by "
+                           "`kmnist-search start`)")
     engine_kwargs: dict = {}
     if path is not None:
         try:

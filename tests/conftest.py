@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from objectives.data import build_root_from_test_images, write_root
+from objectives.data import write_root
 from tests.pg_server import PostgresUnavailable, postgres_server
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_KMNIST = REPO.parent / "shared" / "data" / "kmnist"
+SHARED_KMNIST_7K = REPO.parent / "shared" / "data" / "kmnist-7k"
 CLI = Path(sys.executable).parent / "kmnist-search"
 
 
@@ -46,10 +47,11 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_kmnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (SHARED_KMNIST / "t10k-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"real KMNIST test images not found in {SHARED_KMNIST}")
-    root = tmp_path_factory.mktemp("real-kmnist")
-    build_root_from_test_images(SHARED_KMNIST, root, test_fraction=0.2, seed=0)
+    """A temporary copy of kmnist-7k: 7,011 real training images and the official test set."""
+    if not (SHARED_KMNIST_7K / "KMNIST" / "raw" / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"real KMNIST root not found in {SHARED_KMNIST_7K} (see ../shared/data/README.md)")
+    root = tmp_path_factory.mktemp("real-kmnist") / "kmnist-7k"
+    shutil.copytree(SHARED_KMNIST_7K, root)  # the product extracts the archives beside them
     return root
 
 

@@ -4,6 +4,7 @@ import gzip
 import hashlib
 
 import pytest
+import torch
 
 from tests.conftest import make_synthetic_root, run_cli, searched_folder
 
@@ -71,7 +72,17 @@ BAD_INPUTS = [
     (["export", "--storage", DB, "--study", "mlp_regularisation", "--trial", "999"], ["no trial 999"]),
     (["export", "--storage", DB, "--study", "nope"], ["no study 'nope'"]),
     (["retrain", "missing.json"], ["missing.json not found", "kmnist-search export"]),
-    (["evaluate", "no-such-run"], ["holds no model.pt", "kmnist-search retrain"]),
+    (["evaluate", "no-such-run"], ["holds no model.safetensors", "kmnist-search retrain"]),
+    ([*START, "--device", "cuda:3"], ["no CUDA device", "--device cpu or auto"]),
+    (["worker", "--storage", DB, "--study", "mlp_regularisation", "--device", "cuda:3"],
+     ["no CUDA device", "--device cpu or auto"]),
+    (["retrain", "missing.json", "--device", "cuda:3"], ["no CUDA device", "--device cpu or auto"]),
+    (["evaluate", "no-such-run", "--device", "cuda:3"], ["no CUDA device", "--device cpu or auto"]),
+    (["replay", "--storage", DB, "--all", "--device", "cuda:3"], ["no CUDA device", "--device cpu"]),
+    *([([*START, "--device", "cuda"], ["no CUDA device on this machine for --device cuda"])]
+      if not torch.cuda.is_available() else []),
+    (["status", "--storage", "sqlite:///typo.db"], ["no storage at typo.db", "kmnist-search start"]),
+    (["export", "--storage", "sqlite:///typo.db", "--study", "x"], ["no storage at typo.db"]),
 ]
 
 

@@ -4,6 +4,7 @@ import optuna
 import pytest
 
 from search.study import FINISHED
+from spaces import get_space
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
@@ -70,3 +71,6 @@ def test_spaces_and_status_commands(tmp_path, synthetic_root):
     status = run_cli("status", "--storage", f"sqlite:///{tmp_path / 'k.db'}", cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     assert "study mlp_regularisation: 1 complete" in status.stdout
+    queued = len(get_space("mlp_regularisation").experiments) - 1
+    assert f"{queued} documented experiments still queued (run start with a higher --trials to replay " \
+        "them)" in status.stdout

@@ -12,6 +12,7 @@ import json
 import re
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -24,7 +25,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search.study import FINISHED
-from tests.conftest import CLI, offline_env, run_cli
+from tests.conftest import CLI, REPO, offline_env, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -264,11 +265,14 @@ def test_dashboard_reads_while_two_workers_write(tmp_path, synthetic_root):
 
 
 def test_processes_opening_a_new_storage_together_all_succeed(tmp_path):
-    # workers and the dashboard are often started at once on a file that does not exist yet
+    # several `start` commands launched together on a file that does not exist yet (only
+    # `start` creates a storage: read-only commands and workers refuse a missing file)
     url = f"sqlite:///{tmp_path / 'new.db'}"
-    openers = [subprocess.Popen([str(CLI), "status", "--storage", url], cwd=tmp_path, env=offline_env(),
+    opener = f"from storage.urls import open_storage; open_storage({url!r})"
+    openers = [subprocess.Popen([sys.executable, "-c", opener], cwd=REPO, env=offline_env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                for _ in range(3)]
     outputs = [opener.communicate(timeout=120)[0] for opener in openers]
     for opener, output in zip(openers, outputs, strict=True):
         assert opener.returncode == 0, output
+    assert optuna.study.get_all_study_names(url) == []  # a sound, empty Optuna storage

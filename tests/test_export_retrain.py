@@ -39,7 +39,8 @@ def test_search_export_retrain_evaluate(searched, synthetic_root):
                         "--data-dir", str(synthetic_root), cwd=searched)
     assert retrained.returncode == 0, retrained.stderr
     run = searched / "runs" / "best"
-    for name in ("model.pt", "metrics.json", "report.md", "confusion_matrix.png", "learning_curve.png"):
+    for name in ("model.safetensors", "metrics.json", "report.md", "confusion_matrix.png",
+                 "learning_curve.png"):
         assert (run / name).stat().st_size > 0, name
     metrics = json.loads((run / "metrics.json").read_text())
     per_seed = metrics["test_accuracy"]["per_seed"]
@@ -47,8 +48,8 @@ def test_search_export_retrain_evaluate(searched, synthetic_root):
     assert metrics["test_accuracy"]["mean"] == pytest.approx(sum(per_seed.values()) / 2)
     assert metrics["test_accuracy"]["std"] >= 0
     assert metrics["test_accuracy"]["mean"] > 0.5  # synthetic classes are easy
-    assert len(metrics["model_pt"]["confusion_matrix"]) == 10
-    assert set(metrics["model_pt"]["per_class"]["3"]) == {"precision", "recall", "f1-score", "support"}
+    assert len(metrics["saved_model"]["confusion_matrix"]) == 10
+    assert set(metrics["saved_model"]["per_class"]["3"]) == {"precision", "recall", "f1-score", "support"}
     report = (run / "report.md").read_text()
     assert "± " in report and "validation accuracy" in report and "documented" in report
 
@@ -127,7 +128,7 @@ def test_ctrl_c_stops_retrain_once_and_cleanly(searched, synthetic_root):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                preexec_fn=default_sigint)
     deadline = time.time() + 60
-    while not (searched / "runs" / "ctrlc" / "models" / "seed-0.pt").exists():
+    while not (searched / "runs" / "ctrlc" / "models" / "seed-0.safetensors").exists():
         assert time.time() < deadline and process.poll() is None, process.communicate()
         time.sleep(0.1)
     process.send_signal(signal.SIGINT)

@@ -4,13 +4,14 @@ import collections
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import optuna
 import pytest
 
-from search.study import FINISHED, SurplusTrialError, TrialGuard, retry_callback
-from storage.urls import open_storage
+from search.study import FINISHED, SurplusTrialError, TrialGuard, retry_callback, run_until
+from storage.urls import open_storage, storage_lock
 from tests.conftest import CLI, default_sigint, make_synthetic_root, offline_env, run_cli
 from tests.pg_server import free_port
 
@@ -40,9 +41,9 @@ def assert_exact_and_unique(trials, target):
     documented = collections.Counter(t.user_attrs.get("documented_experiment") for t in finished)
     documented.pop(None, None)
     assert all(count == 1 for count in documented.values()), documented  # none run twice
-    unexpected = [t for t in trials if t.state == optuna.trial.TrialState.FAIL
-                  and "surplus" not in t.user_attrs]
-    assert not unexpected, [t.system_attrs.get("fail_reason") for t in unexpected]
+    # not even a "surplus" trial: with the storage's lock no worker starts a trial past the target
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert not failed, [(t.user_attrs, t.system_attrs.get("fail_reason")) for t in failed]
 
 
 def test_four_processes_on_sqlite_reach_the_exact_target(tmp_path, synthetic_root):
@@ -53,6 +54,30 @@ def test_four_processes_on_sqlite_reach_the_exact_target(tmp_path, synthetic_roo
     assert "locked" not in result.stdout + result.stderr
     assert "4 worker(s) x 1 thread(s)" in result.stdout
     assert_exact_and_unique(trials_of(storage, "cnn_regularisation"), 10)
+
+
+def test_a_worker_checks_the_target_under_the_storage_lock(tmp_path):
+    """A worker that would have started the last trial while another worker was starting it
+    waits for the lock, then sees the target reached and creates no trial at all."""
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    study = optuna.create_study(study_name="s", storage=open_storage(url), direction="maximize")
+    ran = []
+
+    def objective(trial):
+        ran.append(trial.number)
+        return 1.0
+
+    worker_study = optuna.load_study(study_name="s", storage=open_storage(url))
+    worker = threading.Thread(target=run_until, args=(worker_study, objective, 1))
+    with storage_lock(url):  # another worker is between its check and its trial
+        worker.start()
+        time.sleep(1.0)  # the worker reaches the lock and waits
+        other = study.ask()
+        study.tell(other, 0.5)
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.COMPLETE]
+    assert ran == []
 
 
 def popen_cli(*args, cwd, log):
@@ -109,7 +134,8 @@ def test_killed_worker_trial_is_retried_and_resumes_from_its_checkpoint(tmp_path
         victim = wait_for_running_trial_with_epochs(storage, "mlp_regularisation", 2, first)
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
-    checkpoints = list((tmp_path / "k-artifacts" / "checkpoints" / "mlp_regularisation").glob("*.pt"))
+    folder = tmp_path / "k-artifacts" / "checkpoints" / "mlp_regularisation"
+    checkpoints = list(folder.glob("*.safetensors"))
     assert checkpoints, "no epoch checkpoint was written"
 
     second = run_cli(*start_args(storage, slow_root), cwd=tmp_path)
