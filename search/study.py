@@ -289,8 +289,12 @@ def run_until(study: optuna.Study, objective: Callable[[optuna.Trial], float], t
                            catch=(RuntimeError, ValueError), gc_after_trial=False)
         except SurplusTrialError:
             continue
-        except RuntimeError:  # Optuna's "Cannot tell a FAIL trial": the retry runs it again
-            if not guard.failed_elsewhere():
+        except Exception as error:
+            unavailable = getattr(study._storage, "unavailable", lambda: None)()
+            if unavailable is not None:  # the storage stayed away (Optuna's tell can mask that)
+                raise unavailable from None
+            # Optuna's "Cannot tell a FAIL trial": another process failed it as stale; its retry runs it
+            if not (isinstance(error, RuntimeError) and guard.failed_elsewhere()):
                 raise
         finally:
             gate.release()  # the guard released it already unless asking failed

@@ -133,8 +133,7 @@ class OutageRetry:
         delay, waited = FIRST_DELAY_S, False
         while True:
             if self._gave_up:
-                raise StorageUnavailableError(f"storage {self.url} unreachable for {self.retry_for:g} s: "
-                                              "bring it back and run the same command again")
+                raise self.unavailable()
             try:
                 result = work()
             except UpdateFinishedTrialError:
@@ -156,6 +155,13 @@ class OutageRetry:
             if waited:
                 self._recovered()
             return result
+
+    def unavailable(self) -> StorageUnavailableError | None:
+        """The error to end with once retrying has given up (None before)."""
+        if not self._gave_up:
+            return None
+        return StorageUnavailableError(f"storage {self.url} unreachable for {self.retry_for:g} s: "
+                                       "bring it back and run the same command again")
 
     def _outage(self, error: BaseException) -> None:
         with self._lock:
@@ -204,6 +210,9 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         method = getattr(self._inner, name)
         return self._retry(lambda: method(*args, **kwargs))
+
+    def unavailable(self) -> StorageUnavailableError | None:
+        return self._retry.unavailable()
 
     @contextmanager
     def lock(self) -> Iterator[None]:

@@ -3,6 +3,7 @@
 import collections
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -176,6 +177,18 @@ def test_ctrl_c_marks_the_trial_interrupted_and_the_next_start_resumes_it(tmp_pa
     assert len([t for t in trials if t.state in FINISHED]) == 1
 
 
+def wait_for_port(port, process, timeout=60):
+    """Until `process` (a proxy) accepts connections: a worker stops at once if nothing answers."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, "the proxy exited"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise AssertionError("the proxy did not start")
+
+
 def test_a_worker_killed_behind_the_proxy_is_failed_by_the_proxy_and_resumed(tmp_path, slow_root,
                                                                                postgres_url):
     port = free_port()
@@ -184,6 +197,7 @@ def test_a_worker_killed_behind_the_proxy_is_failed_by_the_proxy_and_resumed(tmp
     with open(tmp_path / "log.txt", "w") as log:
         proxy = popen_cli("proxy", "--storage", postgres_url, "--port", str(port), "--check-every", "1",
                           cwd=tmp_path, log=log)
+        wait_for_port(port, proxy)
         first = popen_cli(*start_args(proxy_url, slow_root, *common), cwd=tmp_path, log=log)
         victim = wait_for_running_trial_with_epochs(postgres_url, study, 2, first)
         os.kill(first.pid, signal.SIGKILL)
@@ -216,6 +230,7 @@ def test_a_worker_whose_proxy_goes_away_for_good_stops_with_one_line(tmp_path, s
     with open(tmp_path / "proxy.txt", "w") as proxy_log, open(tmp_path / "start.txt", "w") as log:
         proxy = popen_cli("proxy", "--storage", postgres_url, "--port", str(port), cwd=tmp_path,
                           log=proxy_log)
+        wait_for_port(port, proxy)
         command = [str(CLI), *start_args(proxy_url, slow_root, "--study", "proxy_gone", "--retry-for", "3")]
         first = subprocess.Popen(command, cwd=tmp_path, env=offline_env(), stdout=log, stderr=subprocess.PIPE,
                                  text=True)
