@@ -14,6 +14,7 @@ import pytest
 
 from objectives.data import write_root
 from tests.pg_server import PostgresUnavailable, postgres_server
+from tests.pg_server import free_port as _free_port  # noqa: F401 (test modules import it from here)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_KMNIST_7K = REPO.parent / "shared" / "data" / "kmnist-7k"
