@@ -294,7 +294,7 @@ def run_until(study: optuna.Study, objective: Callable[[optuna.Trial], float], t
             if unavailable is not None:  # the storage stayed away (Optuna's tell can mask that)
                 raise unavailable from None
             # Optuna's "Cannot tell a FAIL trial": another process failed it as stale; its retry runs it
-            if not (isinstance(error, RuntimeError) and guard.failed_elsewhere()):
+            if not (isinstance(error, (RuntimeError, ValueError)) and guard.failed_elsewhere()):
                 raise
         finally:
             gate.release()  # the guard released it already unless asking failed

@@ -242,14 +242,18 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
         return self._inner.get_heartbeat_interval() if self._native_heartbeat else self._interval
 
     def record_heartbeat(self, trial_id: int) -> None:
+        # one attempt per beat, no backoff: after an outage the next beat goes out at once
         try:
             if self._native_heartbeat:
-                self._call("record_heartbeat", trial_id)
+                self._inner.record_heartbeat(trial_id)
             else:
-                self._call("set_trial_system_attr", trial_id, HEARTBEAT_ATTR,
-                           {"at": time.time(), "grace_s": self._grace})
-        except (StorageUnavailableError, UpdateFinishedTrialError):
-            pass  # the main thread reports the outage; a finished trial needs no beat
+                self._inner.set_trial_system_attr(trial_id, HEARTBEAT_ATTR,
+                                                  {"at": time.time(), "grace_s": self._grace})
+        except UpdateFinishedTrialError:
+            pass  # a finished trial needs no beat
+        except Exception as error:
+            if connection_trouble(error) is None:
+                raise  # the main thread reports outages
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         # through the proxy, the proxy process finds stale trials (search/proxy.py)

@@ -71,8 +71,9 @@ def test_a_trial_finishing_while_the_proxy_restarts_keeps_its_result(tmp_path, p
     lines = []
     with open(tmp_path / "proxy.log", "w") as log:
         proxy = start_proxy(postgres_url, port, log)
+        # a grace period longer than the restart and gRPC's reconnect backoff: the trial is alive
         storage = open_resilient_storage(f"grpc://127.0.0.1:{port}", retry_for=60, heartbeat_interval=1,
-                                         grace_period=3, say=lines.append)
+                                         grace_period=30, say=lines.append)
         worker_study = optuna.load_study(study_name="outage", storage=storage)
         restarted = []
 
