@@ -99,3 +99,14 @@ def postgres():
 @pytest.fixture(scope="session")
 def postgres_url(postgres):
     return postgres.url
+
+
+@pytest.fixture
+def spawned():
+    """Processes a test starts (a proxy, say), killed at its end even when it fails."""
+    processes: list[subprocess.Popen] = []
+    yield processes
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

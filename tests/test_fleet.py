@@ -64,13 +64,14 @@ def test_a_storage_that_refuses_us_for_good_is_not_retried(postgres_url):
     assert time.time() - started < 30  # answered at once, not after the retry time
 
 
-def test_a_trial_finishing_while_the_proxy_restarts_keeps_its_result(tmp_path, postgres_url):
+def test_a_trial_finishing_while_the_proxy_restarts_keeps_its_result(tmp_path, postgres_url, spawned):
     port = free_port()
     study = optuna.create_study(study_name="outage", storage=postgres_url, direction="maximize")
     study.enqueue_trial({"x": 0.5})
     lines = []
     with open(tmp_path / "proxy.log", "w") as log:
         proxy = start_proxy(postgres_url, port, log)
+        spawned.append(proxy)
         # a grace period longer than the restart and gRPC's reconnect backoff: the trial is alive
         storage = open_resilient_storage(f"grpc://127.0.0.1:{port}", retry_for=60, heartbeat_interval=1,
                                          grace_period=30, say=lines.append)
@@ -82,6 +83,7 @@ def test_a_trial_finishing_while_the_proxy_restarts_keeps_its_result(tmp_path, p
             proxy.wait()
             time.sleep(3)
             restarted.append(start_proxy(postgres_url, port, log))
+            spawned.append(restarted[0])
 
         def objective(trial):
             x = trial.suggest_float("x", 0, 1)

@@ -190,13 +190,14 @@ def wait_for_port(port, process, timeout=60):
 
 
 def test_a_worker_killed_behind_the_proxy_is_failed_by_the_proxy_and_resumed(tmp_path, slow_root,
-                                                                               postgres_url):
+                                                                               postgres_url, spawned):
     port = free_port()
     proxy_url, study = f"grpc://127.0.0.1:{port}", "behind_proxy"
     common = ["--study", study, "--artifact-dir", str(tmp_path / "artifacts")]
     with open(tmp_path / "log.txt", "w") as log:
         proxy = popen_cli("proxy", "--storage", postgres_url, "--port", str(port), "--check-every", "1",
                           cwd=tmp_path, log=log)
+        spawned.append(proxy)
         wait_for_port(port, proxy)
         first = popen_cli(*start_args(proxy_url, slow_root, *common), cwd=tmp_path, log=log)
         victim = wait_for_running_trial_with_epochs(postgres_url, study, 2, first)
@@ -224,16 +225,19 @@ def test_a_worker_killed_behind_the_proxy_is_failed_by_the_proxy_and_resumed(tmp
     assert len([t for t in trials if t.state in FINISHED]) == 1
 
 
-def test_a_worker_whose_proxy_goes_away_for_good_stops_with_one_line(tmp_path, slow_root, postgres_url):
+def test_a_worker_whose_proxy_goes_away_for_good_stops_with_one_line(tmp_path, slow_root, postgres_url,
+                                                                     spawned):
     port = free_port()
     proxy_url = f"grpc://127.0.0.1:{port}"
     with open(tmp_path / "proxy.txt", "w") as proxy_log, open(tmp_path / "start.txt", "w") as log:
         proxy = popen_cli("proxy", "--storage", postgres_url, "--port", str(port), cwd=tmp_path,
                           log=proxy_log)
+        spawned.append(proxy)
         wait_for_port(port, proxy)
         command = [str(CLI), *start_args(proxy_url, slow_root, "--study", "proxy_gone", "--retry-for", "3")]
         first = subprocess.Popen(command, cwd=tmp_path, env=offline_env(), stdout=log, stderr=subprocess.PIPE,
                                  text=True)
+        spawned.append(first)
         wait_for_running_trial_with_epochs(postgres_url, "proxy_gone", 1, first)
         proxy.kill()
         proxy.wait()
