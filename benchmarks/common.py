@@ -16,6 +16,15 @@ import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPETITIONS = 3
+# BENCHMARKS.md part 4's best cnn_beyond trial, as Optuna parameters (issue 18 times it)
+BEST_CNN_BEYOND = {
+    "n_conv_blocks": 2, "kernel_1": 7, "channels_1": 32, "pool_1": "max2s2", "kernel_2": 7,
+    "channels_2": 64, "pool_2": "avg2s2", "convs_per_block": 1, "global_pool": False,
+    "dense_layers": "64", "dropout": 0.05648, "dropout_placement": "both", "activation": "silu",
+    "batch_norm": True, "optimizer": "sgd", "learning_rate": 0.13168, "use_weight_decay": False,
+    "lr_schedule": "onecycle", "label_smoothing": 0.10361, "max_shift": 1, "max_rotation": 10.4456,
+    "batch_size": 16,
+}
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -90,11 +99,12 @@ def ratios(numerators: list[float], denominators: list[float]) -> list[float]:
     return [x / y for x, y in zip(numerators, denominators, strict=True)]
 
 
-def matmul_gflops(threads: int, size: int = 1024, calls: int = 10) -> dict[str, float]:
-    """This machine's float32 matmul rate at `threads` threads, the compute ceiling:
+def matmul_gflops(threads: int, size: int = 1024, calls: int = 10,
+                  dtype: torch.dtype = torch.float32) -> dict[str, float]:
+    """This machine's matmul rate in `dtype` at `threads` threads, the compute ceiling:
     GFLOP per wall second and per CPU second."""
     set_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     for _ in range(2):
         torch.mm(a, b)
     result = timed(lambda: [torch.mm(a, b) for _ in range(calls)])

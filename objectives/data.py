@@ -117,6 +117,22 @@ def split_indices(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[n
     return np.sort(train_idx), np.sort(val_idx)
 
 
+def nested_stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:
+    """A random order of the indices whose every prefix keeps the class proportions (to one
+    image per class): its first n are a stratified subset, and smaller subsets nest in larger."""
+    rng = np.random.default_rng(seed)
+    rank = np.empty(len(labels))
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        rank[members] = (np.arange(len(members)) + rng.random()) / len(members)
+    return np.lexsort((rng.random(len(labels)), rank))
+
+
+def take(split: TensorSplit, indices: np.ndarray) -> TensorSplit:
+    index = torch.as_tensor(indices, device=split.images.device)
+    return TensorSplit(split.images[index], split.labels[index])
+
+
 def to_device(images: torch.Tensor, labels: torch.Tensor, mean: float, std: float,
               device: torch.device) -> TensorSplit:
     # normalise once, on the device, so every epoch only slices

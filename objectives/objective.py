@@ -21,6 +21,7 @@ from objectives.training import (
     EpochResult,
     NonFiniteLossError,
     evaluate,
+    resolve_precision,
     seed_everything,
     train,
     train_settings,
@@ -53,16 +54,18 @@ class Objective:
     """Trains the trial's model; maximises the best validation accuracy over its epochs.
 
     `test` is given only by replay, whose claims to check are test accuracies; the
-    search itself never passes it.
+    search itself never passes it. `precision` is "fp32", "bf16" or "auto" (see
+    `resolve_precision`); validation runs in the same precision as training.
     """
 
     def __init__(self, space: SearchSpace, data: SearchData, epochs: int, seed: int,
                  on_epoch: EpochListener | None = None, test: TensorSplit | None = None,
                  on_trial_end: TrialEndListener | None = None,
-                 checkpoint_for: CheckpointPath | None = None) -> None:
+                 checkpoint_for: CheckpointPath | None = None, precision: str = "fp32") -> None:
         self.space, self.data, self.epochs, self.seed = space, data, epochs, seed
         self.on_epoch, self.test, self.on_trial_end = on_epoch, test, on_trial_end
         self.checkpoint_for = checkpoint_for
+        self.precision = resolve_precision(precision, data.train.images.device)
 
     def __call__(self, trial: optuna.Trial) -> float:
         params: dict[str, Any] = self.space.suggest(trial)
@@ -88,9 +91,11 @@ class Objective:
         model = model.to(device)
         trial.set_user_attr("param_count", count_parameters(model))
         trial.set_user_attr("device", str(device))
+        trial.set_user_attr("precision", self.precision)
         trial.set_user_attr("train_seed", seed)
         trial.set_user_attr("train_seed_offset", seed - self.seed)
-        settings = train_settings(params, epochs, seed, trial.user_attrs.get(EARLY_STOPPING))
+        settings = train_settings(params, epochs, seed, trial.user_attrs.get(EARLY_STOPPING),
+                                  self.precision)
         history: list[EpochResult] = []
 
         def report(result: EpochResult) -> None:
@@ -124,10 +129,11 @@ class Objective:
         trial.set_user_attr("epochs_run", len(history))
         trial.set_user_attr("min_val_loss", min(r.val_loss for r in history))
         if self.test is not None:
-            evaluation = evaluate(model, self.test)
+            evaluation = evaluate(model, self.test, self.precision)
             trial.set_user_attr("test_accuracy", evaluation.accuracy)
             trial.set_user_attr("test_loss", evaluation.loss)
-        predictions = evaluate(model, self.data.val).predictions if self.on_trial_end else None
+        predictions = (evaluate(model, self.data.val, self.precision).predictions
+                       if self.on_trial_end else None)
         self._trial_ended(trial, TrialOutcome(history, self.data.num_classes,
                                               self.data.val.labels.cpu(), predictions))
         return max(r.val_accuracy for r in history)

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import optuna
@@ -40,6 +40,7 @@ from search.study import (
     queued_documented,
     resume_interrupted,
     retry_callback,
+    study_precision,
 )
 from spaces import ALL_SPACES, get_space
 from spaces.base import UnknownSpaceError, format_widths
@@ -104,6 +105,29 @@ def _positive_float(text: str) -> float:
     return value
 
 
+DEFAULT_CURVE_SIZES = "500,750,1000,1500,2000,3000,4000,all"
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    """Comma-separated training-set sizes; 'all' (0) is the whole training split."""
+    sizes = []
+    for part in text.split(","):
+        part = part.strip()
+        if part == "all":
+            sizes.append(0)
+        elif part.isdigit() and int(part) >= 10:
+            sizes.append(int(part))
+        else:
+            raise argparse.ArgumentTypeError(f"{part!r} is not a size of 10 or more images or 'all'")
+    return tuple(sizes)
+
+
+def _report_number(text: str) -> str:
+    if not (len(text) == 3 and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a three-digit report number such as 002")
+    return text
+
+
 def _device(text: str) -> str:
     if text not in ("auto", "cpu") and not text.startswith("cuda"):
         raise argparse.ArgumentTypeError(f"{text!r} is not auto, cpu or cuda[:N]")
@@ -119,6 +143,12 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
                         help="share of the training set held out for validation (default 1/6)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda[:N]")
+
+
+def _add_precision_option(parser: argparse.ArgumentParser, default_help: str) -> None:
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                        help=f"training arithmetic: bf16 autocast or float32 ({default_help}; "
+                        "auto = bf16 on CUDA and on CPUs with native bf16)")
 
 
 def _add_worker_options(parser: argparse.ArgumentParser) -> None:
@@ -158,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker_options(start)
     start.add_argument("--no-replay", action="store_true",
                        help="do not enqueue the space's documented experiments")
+    _add_precision_option(start, "default: auto for a new study, a resumed study's own")
     _add_data_options(start)
 
     worker = commands.add_parser(
@@ -172,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--artifact-dir", type=Path, default=None)
     worker.add_argument("--quiet", action="store_true", help="no progress display")
     worker.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
+    _add_precision_option(worker, "default and only choice: the study's")
     _add_worker_options(worker)
 
     replay = commands.add_parser(
@@ -194,6 +226,26 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--val-fraction", type=_fraction, default=1 / 6)
     replay.add_argument("--seed", type=int, default=0)
     replay.add_argument("--device", type=_device, default="auto")
+    replay.add_argument("--report", type=_report_number, default=None, metavar="NNN",
+                        help="only the experiments of this report (000-004)")
+    curve = replay.add_argument_group(
+        "learning curve", "with --learning-curve, each experiment trains at several training-set sizes and "
+        "its claimed test accuracy is judged against the curve extrapolated to the report's size")
+    curve.add_argument("--learning-curve", action="store_true",
+                       help="audit by learning curves: writes audit.md, audit.csv and curve-runs.csv")
+    curve.add_argument("--sizes", type=_sizes, default=_sizes(DEFAULT_CURVE_SIZES),
+                       help=f"training-set sizes, comma-separated; 'all' is the whole training split "
+                       f"(default {DEFAULT_CURVE_SIZES})")
+    curve.add_argument("--curve-seeds", type=_whole_number(2), default=4,
+                       help="runs per size, each with its own nested subsets (default 4)")
+    curve.add_argument("--level", type=_fraction, default=0.9,
+                       help="nominal coverage of the prediction intervals (default 0.9)")
+    curve.add_argument("--validate-up-to", type=_sizes, default=_sizes("2000,4000"),
+                       help="check the method: fit on sizes up to each of these, predict the largest "
+                       "(default 2000,4000)")
+    curve.add_argument("--bootstrap", type=_whole_number(20), default=500,
+                       help="bootstrap refits per interval (default 500)")
+    curve.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: torch's)")
 
     export = commands.add_parser("export", help="write the best trial(s) as a self-contained config")
     export.add_argument("--study", required=True)
@@ -265,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
 def record_search_settings(study: optuna.Study, args: argparse.Namespace, split_hash: str) -> None:
     """What `worker` and `export` need to rejoin the study and rebuild its data split."""
     settings = {"val_fraction": args.val_fraction, "seed": args.seed, "split_hash": split_hash,
-                "epochs": args.epochs, "pruner": args.pruner, "target": args.trials}
+                "epochs": args.epochs, "pruner": args.pruner, "target": args.trials,
+                "precision": args.precision}
     if study.user_attrs.get("search_settings") != settings:
         study.set_user_attr("search_settings", settings)
 
@@ -288,6 +341,7 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
     study_name = args.study or space.name
     storage = open_worker_storage(args)
     existing = find_study(storage, study_name)
+    args.precision = study_precision(existing, args.precision)
     if existing is not None:
         check_matches(existing, space, args.dataset)
         if finished_count(existing) >= args.trials:
@@ -297,7 +351,7 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
             return 0
     # torch loads only now, so option and storage errors answer at once
     from objectives.data import load_search_data
-    from objectives.training import resolve_device
+    from objectives.training import resolve_device, resolve_precision
     from search.worker import WorkerSettings, default_threads, run_worker, spawn_workers, wait_for_workers
 
     device = resolve_device(args.device)
@@ -312,7 +366,8 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
     console.print(
         f"study {study_name!r} on {args.storage}: {finished_count(study)} of {args.trials} trials "
         f"finished, {added} documented experiments enqueued, {resumed} interrupted trials resumed; "
-        f"{len(data.train)} train / {len(data.val)} validation images of {args.dataset} on {device}; "
+        f"{len(data.train)} train / {len(data.val)} validation images of {args.dataset} on {device} "
+        f"in {resolve_precision(args.precision, device)}; "
         f"{args.jobs} worker(s) x {threads} thread(s)", highlight=False,
     )
     folder = artifact_dir(args.storage, args.artifact_dir)
@@ -320,7 +375,8 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
                           args.device, folder, args.heartbeat_interval, args.grace_period, deadline,
                           args.retry_for)
     try:
-        settings = WorkerSettings(args.trials, args.epochs, args.seed, folder, threads, deadline)
+        settings = WorkerSettings(args.trials, args.epochs, args.seed, folder, threads, deadline,
+                                  args.precision)
         completed = run_worker(study, space, data, settings, console)
     finally:
         problems = wait_for_workers(extra)
@@ -353,6 +409,7 @@ def cmd_worker(args: argparse.Namespace, console: Console) -> int:
     settings = study.user_attrs["search_settings"]
     space, dataset = get_space(study.user_attrs["space"]), study.user_attrs["dataset"]
     target = args.trials or settings["target"]
+    precision = study_precision(study, args.precision)
 
     from objectives.data import load_search_data
     from objectives.training import resolve_device
@@ -369,7 +426,7 @@ def cmd_worker(args: argparse.Namespace, console: Console) -> int:
                                                  space.pruner_warmup(settings["epochs"])))
     worker = WorkerSettings(target, settings["epochs"], settings["seed"],
                             artifact_dir(args.storage, args.artifact_dir),
-                            args.threads or default_threads(1), args.deadline)
+                            args.threads or default_threads(1), args.deadline, precision)
     if not args.quiet:
         console.print(f"worker joined study {args.study!r}: {finished_count(study)} of {target} "
                       "trials finished", highlight=False)
@@ -380,33 +437,28 @@ def cmd_worker(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, console: Console) -> int:
-    from objectives.data import load_search_data, load_test_split
     from objectives.objective import Objective
     from objectives.training import resolve_device
     from search.evidence import TrialEvidence
-    from search.replay import audit_rows, headline, replay_experiment, select_experiments, write_audit
+    from search.replay import audit_rows, headline, replay_experiment, write_audit
 
-    spaces = ALL_SPACES if args.all else (get_space(args.space),)
+    chosen = replay_choice(args)
+    if args.learning_curve:
+        return cmd_replay_curve(args, console, chosen)
     storage = open_storage(args.storage)
     evidence = TrialEvidence(open_artifact_store(artifact_dir(args.storage, args.artifact_dir)))
     device = resolve_device(args.device)
     data_dir = args.data_dir or default_data_dir()
-    chosen = select_experiments(spaces)
-    loaded: dict[str, tuple | str] = {}  # dataset -> (search data, test split) or why not
+    load = replay_data(args, data_dir, device)
     claims, summary = [], []
     for space, experiment in chosen:
         dataset = args.dataset or experiment.dataset
-        if dataset not in loaded:
-            try:
-                data = load_search_data(dataset, data_dir, args.val_fraction, args.seed, device)
-                loaded[dataset] = (data, load_test_split(dataset, data_dir, data.mean, data.std, device))
-            except DataUnavailableError as error:
-                loaded[dataset] = f"not run: {error}"
-        if isinstance(loaded[dataset], str):
-            rows = audit_rows(space, experiment, dataset, None, 0, not_run=loaded[dataset],
+        loaded = load(dataset)
+        if isinstance(loaded, str):
+            rows = audit_rows(space, experiment, dataset, None, 0, not_run=loaded,
                               accuracy_tolerance=args.tolerance)
         else:
-            data, test = loaded[dataset]
+            data, test = loaded
             epochs = min(experiment.epochs, args.max_epochs or experiment.epochs)
             console.print(f"replaying {experiment.key} on {dataset} for {epochs} of "
                           f"{experiment.epochs} epochs", highlight=False)
@@ -426,6 +478,77 @@ def cmd_replay(args: argparse.Namespace, console: Console) -> int:
     header = (f"Data: {data_dir}; {cap}; validation fraction {args.val_fraction:.3g}; seed {args.seed}; "
               f"accuracy tolerance {args.tolerance:g}.")
     for path in write_audit(args.out, summary, claims, header):
+        console.print(f"wrote {path}", highlight=False)
+    return 0
+
+
+def replay_choice(args: argparse.Namespace) -> list:
+    """The (space, experiment) pairs `replay` runs: --space or --all, narrowed by --report."""
+    from search.replay import select_experiments
+
+    chosen = select_experiments(ALL_SPACES if args.all else (get_space(args.space),))
+    if args.report is None:
+        return chosen
+    picked = [(space, e) for space, e in chosen if e.key.startswith(f"{args.report}/")]
+    if not picked:
+        reports = sorted({e.key.split("/")[0] for _, e in chosen})
+        raise UnknownSpaceError(f"no documented experiment of report {args.report} in the chosen spaces: "
+                                f"use --report {' / '.join(reports)} or another --space")
+    return picked
+
+
+def replay_data(args: argparse.Namespace, data_dir: Path, device) -> Callable[[str], tuple | str]:
+    """dataset -> (search data, test split), or why it could not be loaded; each loaded once."""
+    from objectives.data import load_search_data, load_test_split
+
+    loaded: dict[str, tuple | str] = {}
+
+    def load(dataset: str) -> tuple | str:
+        if dataset not in loaded:
+            try:
+                data = load_search_data(dataset, data_dir, args.val_fraction, args.seed, device)
+                loaded[dataset] = (data, load_test_split(dataset, data_dir, data.mean, data.std, device))
+            except DataUnavailableError as error:
+                loaded[dataset] = f"not run: {error}"
+        return loaded[dataset]
+
+    return load
+
+
+def cmd_replay_curve(args: argparse.Namespace, console: Console, chosen: list) -> int:
+    from objectives.training import resolve_device
+    from search.curve_audit import CurveSettings, audit_by_curves, table_cells, write_curve_audit
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    storage = open_storage(args.storage)
+    device = resolve_device(args.device)
+    data_dir = args.data_dir or default_data_dir()
+    load = replay_data(args, data_dir, device)
+    settings = CurveSettings(args.sizes, args.curve_seeds, args.max_epochs, args.seed, args.level,
+                             args.bootstrap)
+    rows, runs, validations = audit_by_curves(
+        storage, chosen, load, args.dataset, settings, args.validate_up_to, args.tolerance,
+        report=lambda line: console.print(line, highlight=False))
+    for validation in validations:
+        console.print(validation.describe(), highlight=False)
+    cap = f"documented epochs capped at {args.max_epochs}" if args.max_epochs else "documented epochs"
+    sizes = ", ".join(str(n or "all") for n in args.sizes)
+    header = (f"Data: `{data_dir}`; {cap} (documented early stopping applies); validation fraction "
+              f"{args.val_fraction:.3g} held out once; sizes {sizes}; "
+              f"{args.curve_seeds} seeds from {args.seed}; {100 * args.level:.0f}% prediction intervals from "
+              f"{args.bootstrap} bootstrap refits; accuracy tolerance {args.tolerance:g}.")
+    paths = write_curve_audit(args.out, rows, runs, validations, header)
+    table = Table(title="claims against learning curves")
+    for column in ("report", "experiment", "claim", "extrapolated", "verdict"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        cells = table_cells(row)
+        table.add_row(cells[0], cells[1], cells[3], cells[5], cells[6])
+    console.print(table)
+    for path in paths:
         console.print(f"wrote {path}", highlight=False)
     return 0
 

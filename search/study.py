@@ -76,6 +76,19 @@ def check_matches(study: optuna.Study, space: SearchSpace, dataset: str) -> None
             )
 
 
+def study_precision(study: optuna.Study | None, requested: str | None) -> str:
+    """The precision a study's trials train in: the one it was started with, so one ranking
+    never mixes numerics; `requested` (a --precision option, None when not given) must match."""
+    settings = study.user_attrs.get("search_settings") if study is not None else None
+    if settings is None:
+        return requested or "auto"
+    recorded = settings.get("precision", "fp32")  # studies from before --precision: fp32 on CPUs
+    if requested is not None and requested != recorded:
+        raise StudyMismatchError(f"study {study.study_name!r} trains in precision {recorded!r}, not "
+                                 f"{requested!r}: use --precision {recorded} or another --study name")
+    return recorded
+
+
 def open_study(storage: optuna.storages.BaseStorage, name: str, space: SearchSpace,
                dataset: str, sampler: optuna.samplers.BaseSampler,
                pruner: optuna.pruners.BasePruner) -> optuna.Study:

@@ -33,6 +33,7 @@ class WorkerSettings:
     artifact_dir: Path
     threads: int
     deadline: float | None = None  # time.time() after which no new trial starts
+    precision: str = "fp32"  # the study's --precision: auto, fp32 or bf16
 
 
 def default_threads(jobs: int) -> int:
@@ -49,7 +50,8 @@ def run_worker(study: optuna.Study, space: SearchSpace, data: SearchData, settin
     progress = SearchProgress(console, study, settings.target) if show_progress else None
     objective = Objective(space, data, settings.epochs, settings.seed,
                           on_epoch=progress.on_epoch if progress else None,
-                          on_trial_end=TrialEvidence(store), checkpoint_for=checkpoints)
+                          on_trial_end=TrialEvidence(store), checkpoint_for=checkpoints,
+                          precision=settings.precision)
     if progress is None:
         return run_until(study, objective, settings.target, callbacks=[checkpoints.discard_finished],
                          deadline=settings.deadline)

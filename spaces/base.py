@@ -296,6 +296,7 @@ class DocumentedExperiment:
     validation: str = ""  # how the report validated (split, or none)
     notes: str = ""  # contradictions in the report and the reading chosen
     doubtful: str = ""  # why its claims should not serve as a benchmark ("" when sound)
+    train_images: int = 60_000  # images it trained on: the training set less any validation split
 
     @property
     def key(self) -> str:

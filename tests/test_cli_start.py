@@ -2,6 +2,7 @@
 
 import optuna
 import pytest
+import torch
 
 from search.study import FINISHED
 from spaces import get_space
@@ -74,3 +75,31 @@ def test_spaces_and_status_commands(tmp_path, synthetic_root):
     queued = len(get_space("mlp_regularisation").experiments) - 1
     assert f"{queued} documented experiments still queued (run start with a higher --trials to replay " \
         "them)" in status.stdout
+
+
+def test_precision_is_recorded_on_the_study_and_workers_follow_it(tmp_path, synthetic_root):
+    first = start(tmp_path, synthetic_root, 1, "--no-replay", "--precision", "bf16")
+    assert first.returncode == 0, first.stderr
+    assert "on cpu in bf16" in first.stdout
+    assert load(tmp_path / "k.db").user_attrs["search_settings"]["precision"] == "bf16"
+    # neither a resumed start nor a joining worker names it: both keep the study's
+    again = start(tmp_path, synthetic_root, 2)
+    assert again.returncode == 0, again.stderr
+    worker = run_cli("worker", "--study", "mlp_regularisation", "--storage",
+                     f"sqlite:///{tmp_path / 'k.db'}", "--trials", "3", "--data-dir", str(synthetic_root),
+                     "--quiet", cwd=tmp_path)
+    assert worker.returncode == 0, worker.stderr
+    study = load(tmp_path / "k.db")
+    assert [t.user_attrs["precision"] for t in study.get_trials(states=FINISHED)] == ["bf16"] * 3
+    assert study.user_attrs["search_settings"]["precision"] == "bf16"
+
+
+def test_a_new_study_asks_for_auto_and_its_trials_say_what_it_resolved_to(tmp_path, synthetic_root):
+    from objectives.training import resolve_precision
+
+    result = start(tmp_path, synthetic_root, 1, "--no-replay")
+    assert result.returncode == 0, result.stderr
+    study = load(tmp_path / "k.db")
+    assert study.user_attrs["search_settings"]["precision"] == "auto"
+    expected = resolve_precision("auto", torch.device("cpu"))
+    assert study.trials[0].user_attrs["precision"] == expected

@@ -1,11 +1,21 @@
 import math
 
 import optuna
+import pytest
 import torch
 
+import objectives.training as training
 from objectives.data import SearchData, TensorSplit, load_search_data
 from objectives.objective import Objective, trial_epochs
-from search.study import FINISHED, enqueue_documented, make_pruner, open_study, run_until
+from search.study import (
+    FINISHED,
+    StudyMismatchError,
+    enqueue_documented,
+    make_pruner,
+    open_study,
+    run_until,
+    study_precision,
+)
 from spaces import get_space
 from storage.urls import open_storage
 
@@ -66,3 +76,25 @@ def test_trial_records_its_attributes(tmp_path, synthetic_root):
     assert trial.user_attrs["documented_experiment"] == "000/Experiment 1"
     assert trial.user_attrs["claims"]["test_accuracy"] == 0.9254
     assert len(trial.intermediate_values) == 2
+
+
+def test_study_precision_keeps_what_the_study_was_started_with():
+    assert study_precision(None, None) == "auto"  # a new study
+    assert study_precision(None, "fp32") == "fp32"
+    study = optuna.create_study(study_name="s")
+    assert study_precision(study, "bf16") == "bf16"  # not started by kmnist-search yet
+    study.set_user_attr("search_settings", {"seed": 0, "precision": "bf16"})
+    assert study_precision(study, None) == study_precision(study, "bf16") == "bf16"
+    with pytest.raises(StudyMismatchError, match="trains in precision 'bf16', not 'auto'"):
+        study_precision(study, "auto")
+    study.set_user_attr("search_settings", {"seed": 0})  # started before --precision existed
+    assert study_precision(study, None) == "fp32"
+
+
+def test_objective_trains_in_the_precision_auto_resolves_to(tmp_path, synthetic_root, monkeypatch):
+    space = get_space("mlp_regularisation")
+    data = load_search_data("kmnist", synthetic_root, 1 / 6, 0, CPU)
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(training, "cpu_has_native_bf16", lambda native=native: native)
+        assert Objective(space, data, epochs=1, seed=0, precision="auto").precision == expected
+    assert Objective(space, data, epochs=1, seed=0).precision == "fp32"  # replay's default

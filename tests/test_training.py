@@ -1,11 +1,21 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+import objectives.training as training
 from objectives.data import TensorSplit, load_search_data
 from objectives.models import MLPConfig, build_model
-from objectives.training import NonFiniteLossError, TrainSettings, evaluate, seed_everything, train
+from objectives.training import (
+    NonFiniteLossError,
+    TrainSettings,
+    cpu_has_native_bf16,
+    evaluate,
+    resolve_precision,
+    seed_everything,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +79,58 @@ def test_early_stopping_stops_when_validation_loss_stops_falling(data):
     except NonFiniteLossError:
         pytest.skip("diverged to NaN before early stopping could act")
     assert len(history) < 30 and len(seen) == len(history)
+
+
+def linear_output_dtypes(model):
+    """The dtypes the model's linear layers compute in, recorded by forward hooks."""
+    seen = set()
+    for layer in model.modules():
+        if isinstance(layer, torch.nn.Linear):
+            layer.register_forward_hook(lambda _module, _inputs, output: seen.add(output.dtype))
+    return seen
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_precision_sets_the_arithmetic_of_training_and_validation(data, precision, dtype):
+    seed_everything(0)
+    model = build_model(MLPConfig((64,), dropout=0.1))
+    seen = linear_output_dtypes(model)
+    settings = TrainSettings(epochs=3, batch_size=32, learning_rate=1e-3, precision=precision)
+    history = train(model, data.train, data.val, settings)
+    assert seen == {dtype}
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay float32
+    assert history[-1].val_accuracy > 0.9  # bf16 learns the synthetic classes as fp32 does
+    assert evaluate(model, data.val, precision).accuracy == history[-1].val_accuracy
+
+
+def test_evaluate_defaults_to_float32(data):
+    model = build_model(MLPConfig((16,)))
+    seen = linear_output_dtypes(model)
+    evaluate(model, data.val)
+    assert seen == {torch.float32}
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        TrainSettings(epochs=1, batch_size=8, learning_rate=1e-3, precision="fp16")
+
+
+@pytest.mark.parametrize(("requested", "device", "native", "expected"), [
+    ("fp32", "cuda", True, "fp32"),
+    ("bf16", "cpu", False, "bf16"),  # asked for: even where bf16 is emulated
+    ("auto", "cuda", False, "bf16"),
+    ("auto", "cpu", True, "bf16"),
+    ("auto", "cpu", False, "fp32"),  # emulated bf16 is slower than float32
+    ("auto", "mps", True, "fp32"),
+])
+def test_auto_precision_follows_the_device_and_the_cpu(monkeypatch, requested, device, native, expected):
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: native)
+    assert resolve_precision(requested, torch.device(device)) == expected
+
+
+def test_native_bf16_probe_agrees_with_the_cpu_flags():
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo to compare with")
+    flags = cpuinfo.read_text().split()
+    assert cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
