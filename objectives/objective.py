@@ -130,10 +130,10 @@ class Objective:
                   checkpoint_failed)
         except NonFiniteLossError as error:
             trial.set_user_attr("pruned_reason", str(error))
-            self._trial_ended(trial, TrialOutcome(history, self.data.num_classes), checkpoint)
+            self._trial_ended(trial, TrialOutcome(history, self.data.num_classes))
             raise optuna.TrialPruned(str(error)) from None
         except optuna.TrialPruned:
-            self._trial_ended(trial, TrialOutcome(history, self.data.num_classes), checkpoint)
+            self._trial_ended(trial, TrialOutcome(history, self.data.num_classes))
             raise
         trial.set_user_attr("epochs_run", len(history))
         trial.set_user_attr("min_val_loss", min(r.val_loss for r in history))
@@ -144,7 +144,7 @@ class Objective:
         predictions = (evaluate(model, self.data.val, self.precision).predictions
                        if self.on_trial_end else None)
         self._trial_ended(trial, TrialOutcome(history, self.data.num_classes,
-                                              self.data.val.labels.cpu(), predictions), checkpoint)
+                                              self.data.val.labels.cpu(), predictions))
         return max(r.val_accuracy for r in history)
 
     def _check_budget(self, trial: optuna.Trial, costs: dict[str, float]) -> None:
@@ -161,9 +161,7 @@ class Objective:
         trial.set_user_attr("pruned_reason", reason)
         raise optuna.TrialPruned(reason)
 
-    def _trial_ended(self, trial: optuna.Trial, outcome: TrialOutcome,
-                     checkpoint: Path | None) -> None:
-        if checkpoint is not None:
-            checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
+    def _trial_ended(self, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+        # the checkpoint stays until the trial's end is stored (search.study.CheckpointPaths)
         if self.on_trial_end is not None:
             self.on_trial_end(trial, outcome)

@@ -49,7 +49,8 @@ from spaces import ALL_SPACES, get_space
 from spaces.base import UnknownSpaceError, format_widths
 from storage.artifacts import artifact_dir, attach, open_artifact_store
 from storage.configs import FORMATS, ConfigError
-from storage.urls import DEFAULT_STORAGE, StorageError, open_storage, storage_lock
+from storage.resilient import DEFAULT_RETRY_FOR_S, ResilientStorage, open_resilient_storage
+from storage.urls import DEFAULT_STORAGE, StorageError, open_storage, proxy_address, storage_lock
 
 
 class SearchStoppedError(RuntimeError):
@@ -85,6 +86,7 @@ def _whole_number(low: int, high: int | None = None):
 
 _positive_int = _whole_number(1)
 _port = _whole_number(1, 65535)
+PROXY_PORT = 13000  # Optuna's default for its gRPC storage proxy
 
 
 def _fraction(text: str) -> float:
@@ -171,6 +173,9 @@ def _add_worker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grace-period", type=_positive_int, default=GRACE_PERIOD_S,
                         help="seconds without a heartbeat before a trial counts as dead and is retried "
                         f"(default {GRACE_PERIOD_S})")
+    parser.add_argument("--retry-for", type=_positive_float, default=DEFAULT_RETRY_FOR_S, metavar="SECONDS",
+                        help="keep retrying an unreachable storage this long before giving up "
+                        f"(default {DEFAULT_RETRY_FOR_S})")
 
 
 def _add_budget_options(parser: argparse.ArgumentParser) -> None:
@@ -334,6 +339,19 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--artifact-dir", type=Path, default=None,
                            help="artifact store (default: <storage file>-artifacts, as `start` writes)")
 
+    proxy = commands.add_parser(
+        "proxy", help="serve a database to many workers over gRPC (their --storage grpc://HOST:PORT)"
+    )
+    proxy.add_argument("--storage", required=True, help="the database: postgresql://USER:PASSWORD@HOST/DB")
+    proxy.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1; 0.0.0.0 for other machines)")
+    proxy.add_argument("--port", type=_port, default=PROXY_PORT, help=f"(default {PROXY_PORT})")
+    proxy.add_argument("--grace-period", type=_positive_int, default=GRACE_PERIOD_S,
+                       help="seconds a running trial may go without a heartbeat where its worker "
+                       f"recorded none (default {GRACE_PERIOD_S}; workers send their own)")
+    proxy.add_argument("--check-every", type=_positive_float, default=HEARTBEAT_INTERVAL_S, metavar="SECONDS",
+                       help=f"seconds between checks for dead workers (default {HEARTBEAT_INTERVAL_S})")
+
     status = commands.add_parser("status", help="print a study's leaderboard")
     status.add_argument("--study", help="study name (default: every study in the storage)")
     status.add_argument("--storage", default=DEFAULT_STORAGE)
@@ -359,11 +377,15 @@ def record_search_settings(study: optuna.Study, args: argparse.Namespace, split_
         study.set_user_attr("search_settings", settings)
 
 
-def open_worker_storage(args: argparse.Namespace) -> optuna.storages.RDBStorage:
-    """Storage with heartbeats, so trials of dead workers fail and are retried."""
-    return open_storage(args.storage, heartbeat_interval=args.heartbeat_interval,
-                        grace_period=args.grace_period, stale_trial_callback=retry_callback(),
-                        must_exist=args.command == "worker")  # a worker joins; only start creates
+def open_worker_storage(args: argparse.Namespace) -> ResilientStorage:
+    """Storage with heartbeats, so trials of dead workers fail and are retried, that rides out
+    outages of up to --retry-for seconds."""
+    def say(line: str) -> None:
+        print(f"kmnist-search {args.command}: {line}", file=sys.stderr, flush=True)
+
+    return open_resilient_storage(args.storage, args.retry_for, heartbeat_interval=args.heartbeat_interval,
+                                  grace_period=args.grace_period, stale_trial_callback=retry_callback(),
+                                  say=say, must_exist=args.command == "worker")  # only start creates
 
 
 def cmd_start(args: argparse.Namespace, console: Console) -> int:
@@ -406,7 +428,8 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
     )
     folder = artifact_dir(args.storage, args.artifact_dir)
     extra = spawn_workers(args.jobs - 1, study_name, args.storage, args.trials, threads, data_dir,
-                          args.device, folder, args.heartbeat_interval, args.grace_period, deadline)
+                          args.device, folder, args.heartbeat_interval, args.grace_period, deadline,
+                          args.retry_for)
     try:
         settings = WorkerSettings(args.trials, args.epochs, args.seed, folder, threads, deadline, budget,
                                   args.precision)
@@ -599,6 +622,23 @@ def cmd_spaces(console: Console) -> int:
             widths = e.config.get("hidden_layers")
             arch = f" {format_widths(widths)}" if widths else ""
             console.print(f"  replays {e.key}{arch}: {claims}", highlight=False)
+    return 0
+
+
+def cmd_proxy(args: argparse.Namespace, console: Console) -> int:
+    from search.proxy import serve_proxy
+
+    if proxy_address(args.storage) is not None:
+        raise StorageError("a proxy serves a database: give --storage postgresql://USER:PASSWORD@HOST/DB")
+    rdb = open_storage(args.storage, must_exist=True)
+    console.print(f"serving {args.storage} on grpc://{args.host}:{args.port} (workers: --storage "
+                  f"grpc://HOST:{args.port}); dead workers' trials retried within their grace period "
+                  f"+ {2 * args.check_every:g} s; Ctrl-C stops it", highlight=False)
+    try:
+        serve_proxy(rdb, args.host, args.port, args.grace_period, args.check_every)
+    except RuntimeError as error:  # grpc cannot bind the port
+        raise StorageError(f"cannot listen on {args.host}:{args.port} ({error}): choose another --port "
+                           "or stop what uses it") from None
     return 0
 
 
@@ -862,7 +902,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {
         "start": cmd_start, "worker": cmd_worker, "replay": cmd_replay, "export": cmd_export,
         "retrain": cmd_retrain, "evaluate": cmd_evaluate, "dashboard": cmd_dashboard,
-        "status": cmd_status, "build-root": cmd_build_root, "front": cmd_front,
+        "status": cmd_status, "build-root": cmd_build_root, "front": cmd_front, "proxy": cmd_proxy,
         "spaces": lambda _, console: cmd_spaces(console),
     }
     try:
@@ -875,7 +915,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kmnist-search {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        if args.command == "dashboard":
+        if args.command in ("dashboard", "proxy"):
             return 0
         resume = "; run the same command again to resume" if args.command in ("start", "worker") else ""
         print(f"kmnist-search {args.command}: interrupted{resume}", file=sys.stderr)

@@ -6,6 +6,7 @@ hold: Optuna's own `n_trials` counts only the trials of one call (optuna#2638).
 
 from __future__ import annotations
 
+import collections
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -51,6 +52,12 @@ def make_pruner(name: str, epochs: int, warmup_epochs: int = 2) -> optuna.pruner
 
 def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def finished_and_running(study: optuna.Study) -> tuple[int, int]:
+    states = collections.Counter(t.state for t in study.get_trials(
+        deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
+    return sum(states[state] for state in FINISHED), states[TrialState.RUNNING]
 
 
 def find_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
@@ -145,18 +152,32 @@ def resume_interrupted(study: optuna.Study) -> int:
 
 
 class CheckpointPaths:
-    """One checkpoint file per trial lineage: a retry resumes its original trial's file."""
+    """One checkpoint file per trial lineage: a retry resumes its original trial's file.
+
+    As a study.optimize callback it deletes the file of a trial once the trial's end is
+    stored, not before: a worker killed between the two leaves a retry that replays the
+    saved epochs instead of training them again."""
 
     def __init__(self, folder: Path, study: optuna.Study) -> None:
         self.folder, self.study = Path(folder) / study.study_name, study
 
     def __call__(self, trial: optuna.Trial) -> Path:
         system_attrs = self.study._storage.get_trial_system_attrs(trial._trial_id)
-        return self.folder / f"trial-{system_attrs.get('failed_trial', trial.number)}.safetensors"
+        return self._path(system_attrs, trial.number)
+
+    def _path(self, system_attrs: dict, number: int) -> Path:
+        return self.folder / f"trial-{system_attrs.get('failed_trial', number)}.safetensors"
+
+    def discard_finished(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state in FINISHED:
+            self._path(trial.system_attrs, trial.number).unlink(missing_ok=True)
 
 
 def study_lock(study: optuna.Study) -> Callable[[], AbstractContextManager] | None:
     """The cross-process lock of the study's storage (SQLite file, PostgreSQL advisory lock)."""
+    own_lock = getattr(study._storage, "lock", None)  # a worker's storage: taking it rides out outages
+    if callable(own_lock):
+        return own_lock
     backend = getattr(study._storage, "_backend", study._storage)  # behind Optuna's cache
     url = getattr(backend, "url", None)
     return (lambda: storage_lock(url)) if isinstance(url, str) else None
@@ -199,9 +220,11 @@ class TrialGuard:
                  objective: Callable[[optuna.Trial], float], gate: AskGate | None = None) -> None:
         self.study, self.target, self.objective = study, target, objective
         self.gate = gate or AskGate(None)
+        self.trial_id: int | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.gate.release()  # this trial is running now: other workers count it
+        self.trial_id = trial._trial_id
         self._check_target(trial)
         try:
             return self.objective(trial)
@@ -209,20 +232,29 @@ class TrialGuard:
             trial.set_user_attr("interrupted", True)
             raise
 
+    def failed_elsewhere(self) -> bool:
+        """Whether the last trial was failed by another process while this one ran it (its
+        heartbeats came late, so it looked dead); that process requeued it."""
+        return self.trial_id is not None and \
+            self.study._storage.get_trial(self.trial_id).state == TrialState.FAIL
+
     def _check_target(self, trial: optuna.Trial) -> None:
-        storage = self.study._storage
-        me = storage.get_trial(trial._trial_id)
+        # one read of the study: Optuna's cache fetches only new and unfinished trials, and
+        # this trial is among the running ones it returns
+        live = self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+        me = next((t for t in live if t.number == trial.number), None) or \
+            self.study._storage.get_trial(trial._trial_id)
         key = (me.datetime_start, me.number)
-        ahead = sum(
-            1 for t in self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-            if t.state in FINISHED or (t.number != me.number and (t.datetime_start, t.number) < key)
-        )
+        ahead = sum(1 for t in live
+                    if t.state in FINISHED or (t is not me and (t.datetime_start, t.number) < key))
         if ahead < self.target:
             return
         trial.set_user_attr("surplus", "not run: other workers reached the target")
-        if "fixed_params" in me.system_attrs:  # an enqueued trial must not be lost with it
+        if {"fixed_params", "failed_trial"} & set(me.system_attrs):
+            # an enqueued trial, or the retry of a dead worker's trial, must not be lost with it
             self.study.add_trial(optuna.trial.create_trial(
-                state=TrialState.WAITING, user_attrs=me.user_attrs, system_attrs=me.system_attrs))
+                state=TrialState.WAITING, params=me.params, distributions=me.distributions,
+                user_attrs=me.user_attrs, system_attrs=me.system_attrs))
         raise SurplusTrialError("target reached by other workers")
 
 
@@ -250,24 +282,33 @@ def run_until(study: optuna.Study, objective: Callable[[optuna.Trial], float], t
     one finishes. Returns False when it gave up after repeated failures."""
     gate = AskGate(study_lock(study))
     guard, failures = TrialGuard(study, target, objective, gate), FailureStreak()
-    while finished_count(study) < target and (deadline is None or time.time() < deadline):
+    while deadline is None or time.time() < deadline:
         if failures.streak >= MAX_CONSECUTIVE_FAILURES:
             return False
-        if heartbeat_enabled(study):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)  # requeues trials of dead workers
         gate.acquire()
         try:
-            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-            if finished_count(study) + running >= target:
+            finished, running = finished_and_running(study)
+            if finished >= target:
+                break
+            if finished + running >= target:  # the last trials are running elsewhere
                 gate.release()
-                time.sleep(WAIT_POLL_S)  # the last trials are running elsewhere
+                if heartbeat_enabled(study):  # (study.optimize does this itself before each trial)
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                        optuna.storages.fail_stale_trials(study)  # requeues trials of dead workers
+                time.sleep(WAIT_POLL_S)
                 continue
             study.optimize(guard, n_trials=1, callbacks=[failures, *callbacks],
                            catch=(RuntimeError, ValueError), gc_after_trial=False)
         except SurplusTrialError:
             continue
+        except Exception as error:
+            unavailable = getattr(study._storage, "unavailable", lambda: None)()
+            if unavailable is not None:  # the storage stayed away (Optuna's tell can mask that)
+                raise unavailable from None
+            # Optuna's "Cannot tell a FAIL trial": another process failed it as stale; its retry runs it
+            if not (isinstance(error, (RuntimeError, ValueError)) and guard.failed_elsewhere()):
+                raise
         finally:
             gate.release()  # the guard released it already unless asking failed
     return True

@@ -58,15 +58,17 @@ def run_worker(study: optuna.Study, space: SearchSpace, data: SearchData, settin
     budget = settings.budget
     callbacks = [UnmeetableBudgetCheck(space, budget, data.num_classes)] if budget.limits() else []
     if progress is None:
-        return run_until(study, objective, settings.target, callbacks=callbacks, deadline=settings.deadline)
+        return run_until(study, objective, settings.target, deadline=settings.deadline,
+                         callbacks=[checkpoints.discard_finished, *callbacks])
     with progress:
-        return run_until(study, objective, settings.target, callbacks=[progress.on_trial, *callbacks],
-                         deadline=settings.deadline)
+        return run_until(study, objective, settings.target, deadline=settings.deadline,
+                         callbacks=[checkpoints.discard_finished, progress.on_trial, *callbacks])
 
 
 def spawn_workers(count: int, study_name: str, storage_url: str, target: int, threads: int,
                   data_dir: Path, device: str, artifact_dir: Path, heartbeat_interval: int,
-                  grace_period: int, deadline: float | None = None) -> list[subprocess.Popen]:
+                  grace_period: int, deadline: float | None = None,
+                  retry_for: float | None = None) -> list[subprocess.Popen]:
     """Extra worker processes on this machine (processes, not threads: training holds the GIL)."""
     command = [sys.executable, "-m", "search.cli", "worker", "--study", study_name, "--storage",
                storage_url, "--trials", str(target), "--threads", str(threads), "--data-dir",
@@ -74,6 +76,8 @@ def spawn_workers(count: int, study_name: str, storage_url: str, target: int, th
                "--heartbeat-interval", str(heartbeat_interval), "--grace-period", str(grace_period)]
     if deadline is not None:
         command += ["--deadline", str(deadline)]
+    if retry_for is not None:
+        command += ["--retry-for", str(retry_for)]
     return [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             for _ in range(count)]
 

@@ -2,6 +2,8 @@
 
 SQLite is the embedded default. It is put in WAL mode with a long busy timeout so the
 dashboard can read while workers write (optuna-dashboard#545: "database is locked").
+`grpc://HOST:PORT` names a `kmnist-search proxy` (Optuna's gRPC storage proxy) in front of
+a database, so that many workers share the proxy's few database connections.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ DEFAULT_STORAGE = "sqlite:///kmnist-search.db"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SUPPORTED_SCHEMES = ("sqlite", "postgresql", "mysql")
 BUSY_TIMEOUT_S = 60
+PROXY_PREFIX = "grpc://"
+PROXY_CONNECT_TIMEOUT_S = 5.0
 
 
 class StorageError(RuntimeError):
@@ -36,12 +40,49 @@ def sqlite_path(url: str) -> Path | None:
     return Path(url[len("sqlite:///") :])
 
 
+def proxy_address(url: str) -> tuple[str, int] | None:
+    """(host, port) of a grpc://HOST:PORT proxy URL, or None for database URLs."""
+    if not url.startswith(PROXY_PREFIX):
+        return None
+    parsed = urlparse(url)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    if not parsed.hostname or port is None or parsed.path not in ("", "/"):
+        raise StorageError(f"storage URL {url!r} is not a proxy address: use grpc://HOST:PORT, the "
+                           "address `kmnist-search proxy` prints")
+    return parsed.hostname, port
+
+
+def open_proxy_storage(url: str, timeout: float = PROXY_CONNECT_TIMEOUT_S) -> optuna.storages.BaseStorage:
+    """Optuna's gRPC client for the `kmnist-search proxy` at `url`, once it answers."""
+    address = proxy_address(url)
+    assert address is not None
+    try:
+        import grpc  # noqa: F401  (GrpcStorageProxy imports it lazily, failing late)
+    except ImportError:
+        raise StorageError("grpc:// storage needs the grpcio package: "
+                           "pip install -e '.[postgresql]'") from None
+    host, port = address
+    proxy = optuna.storages.GrpcStorageProxy(host=host, port=port)
+    try:
+        proxy.wait_server_ready(timeout=timeout)
+    except ConnectionError as error:
+        proxy.close()
+        raise StorageError(f"no storage proxy answers at {host}:{port}: start one there with "
+                           "`kmnist-search proxy --storage postgresql://...`") from error
+    return proxy
+
+
 def check_storage_url(url: str) -> None:
+    if proxy_address(url) is not None:
+        return
     scheme = urlparse(url).scheme.split("+")[0]
     if scheme not in SUPPORTED_SCHEMES or "://" not in url:
         raise StorageError(
-            f"storage URL {url!r} is not supported: use sqlite:///FILE.db or "
-            "postgresql://USER:PASSWORD@HOST/DB"
+            f"storage URL {url!r} is not supported: use sqlite:///FILE.db, "
+            "postgresql://USER:PASSWORD@HOST/DB or grpc://HOST:PORT (a kmnist-search proxy)"
         )
     path = sqlite_path(url)
     if scheme == "sqlite" and (path is None or str(path) in ("", ":memory:")):
@@ -113,9 +154,12 @@ def storage_lock(url: str) -> Iterator[None]:
 
 def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None,
                  stale_trial_callback: Callable | None = None,
-                 must_exist: bool = False) -> optuna.storages.RDBStorage:
+                 must_exist: bool = False) -> optuna.storages.BaseStorage:
     """An RDB storage for `url`, creating the SQLite file if needed; with `must_exist` (the
-    commands that only read or join a study) a missing SQLite file is an error, not created."""
+    commands that only read or join a study) a missing SQLite file is an error, not created.
+    For grpc:// the proxy's client."""
+    if proxy_address(url) is not None:
+        return open_proxy_storage(url)
     check_storage_url(url)
     path = sqlite_path(url)
     if must_exist and path is not None and (not path.exists() or path.stat().st_size == 0):

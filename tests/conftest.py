@@ -7,13 +7,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from objectives.data import write_root
+from tests.pg_server import PostgresUnavailable, postgres_server
+from tests.pg_server import free_port as _free_port  # noqa: F401 (test modules import it from here)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_KMNIST_7K = REPO.parent / "shared" / "data" / "kmnist-7k"
@@ -60,6 +61,7 @@ def offline_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9",
                HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9")
+    env["no_grpc_proxy"] = "127.0.0.1,localhost"  # gRPC would send even loopback calls to http_proxy
     env.pop("KMNIST_SEARCH_DATA", None)
     return env
 
@@ -84,43 +86,27 @@ def searched_folder(folder: Path, root: Path, trials: int, epochs: int) -> Path:
     return folder
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server on a loopback port (Debian's postgresql package)."""
+    try:
+        with postgres_server() as server:
+            yield server
+    except PostgresUnavailable as reason:
+        pytest.skip(str(reason))
 
 
 @pytest.fixture(scope="session")
-def postgres_url():
-    """A throwaway PostgreSQL server on a loopback port (Debian's postgresql package)."""
-    import glob
+def postgres_url(postgres):
+    return postgres.url
 
-    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-    if not binaries:
-        pytest.skip("PostgreSQL server binaries not installed (Debian package postgresql)")
-    bin_dir = Path(binaries[-1])
-    # not under pytest's tmp folder: that is private to root, and the server runs as postgres
-    folder = Path(tempfile.mkdtemp(prefix="kmnist-search-pg-"))
-    data, sockets = folder / "data", folder / "sockets"
-    sockets.mkdir()
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # the server refuses to run as root
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser: cannot start PostgreSQL")
-        as_user = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(folder, "postgres")
-        shutil.chown(sockets, "postgres")
-    port = _free_port()
-    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres",
-                    "--auth=trust"], check=True, capture_output=True)
-    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w",
-                    "-o", f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c max_connections=100",
-                    "start"], check=True, capture_output=True)
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
+
+@pytest.fixture
+def spawned():
+    """Processes a test starts (a proxy, say), killed at its end even when it fails."""
+    processes: list[subprocess.Popen] = []
+    yield processes
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

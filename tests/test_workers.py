@@ -3,6 +3,7 @@
 import collections
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -10,9 +11,10 @@ import time
 import optuna
 import pytest
 
-from search.study import FINISHED, run_until
+from search.study import FINISHED, SurplusTrialError, TrialGuard, retry_callback, run_until
 from storage.urls import open_storage, storage_lock
 from tests.conftest import CLI, default_sigint, make_synthetic_root, offline_env, run_cli
+from tests.pg_server import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -173,3 +175,90 @@ def test_ctrl_c_marks_the_trial_interrupted_and_the_next_start_resumes_it(tmp_pa
     assert retry.state == optuna.trial.TrialState.COMPLETE
     assert retry.user_attrs["resumed_from_epoch"] >= 1
     assert len([t for t in trials if t.state in FINISHED]) == 1
+
+
+def wait_for_port(port, process, timeout=60):
+    """Until `process` (a proxy) accepts connections: a worker stops at once if nothing answers."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, "the proxy exited"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise AssertionError("the proxy did not start")
+
+
+def test_a_worker_killed_behind_the_proxy_is_failed_by_the_proxy_and_resumed(tmp_path, slow_root,
+                                                                               postgres_url, spawned):
+    port = free_port()
+    proxy_url, study = f"grpc://127.0.0.1:{port}", "behind_proxy"
+    common = ["--study", study, "--artifact-dir", str(tmp_path / "artifacts")]
+    with open(tmp_path / "log.txt", "w") as log:
+        proxy = popen_cli("proxy", "--storage", postgres_url, "--port", str(port), "--check-every", "1",
+                          cwd=tmp_path, log=log)
+        spawned.append(proxy)
+        wait_for_port(port, proxy)
+        first = popen_cli(*start_args(proxy_url, slow_root, *common), cwd=tmp_path, log=log)
+        victim = wait_for_running_trial_with_epochs(postgres_url, study, 2, first)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        # no worker is left: the proxy itself notices the stopped heartbeat and requeues the trial
+        deadline = time.time() + 60
+        while next(t for t in trials_of(postgres_url, study) if t.number == victim.number).state \
+                == optuna.trial.TrialState.RUNNING:
+            assert time.time() < deadline and proxy.poll() is None, (tmp_path / "log.txt").read_text()
+            time.sleep(0.5)
+        second = run_cli("worker", "--storage", proxy_url, "--data-dir", str(slow_root), "--quiet",
+                         "--threads", "1", "--heartbeat-interval", "1", "--grace-period", "3", *common,
+                         cwd=tmp_path)
+        proxy.send_signal(signal.SIGINT)
+        assert proxy.wait(timeout=30) == 0
+    assert second.returncode == 0, second.stderr
+    trials = trials_of(postgres_url, study)
+    stale = next(t for t in trials if t.number == victim.number)
+    assert stale.state == optuna.trial.TrialState.FAIL
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == victim.number)
+    assert retry.state == optuna.trial.TrialState.COMPLETE and retry.params == stale.params
+    assert retry.user_attrs["resumed_from_epoch"] >= 2
+    assert sorted(retry.intermediate_values) == list(range(1, 13))
+    assert len([t for t in trials if t.state in FINISHED]) == 1
+
+
+def test_a_worker_whose_proxy_goes_away_for_good_stops_with_one_line(tmp_path, slow_root, postgres_url,
+                                                                     spawned):
+    port = free_port()
+    proxy_url = f"grpc://127.0.0.1:{port}"
+    with open(tmp_path / "proxy.txt", "w") as proxy_log, open(tmp_path / "start.txt", "w") as log:
+        proxy = popen_cli("proxy", "--storage", postgres_url, "--port", str(port), cwd=tmp_path,
+                          log=proxy_log)
+        spawned.append(proxy)
+        wait_for_port(port, proxy)
+        command = [str(CLI), *start_args(proxy_url, slow_root, "--study", "proxy_gone", "--retry-for", "3")]
+        first = subprocess.Popen(command, cwd=tmp_path, env=offline_env(), stdout=log, stderr=subprocess.PIPE,
+                                 text=True)
+        spawned.append(first)
+        wait_for_running_trial_with_epochs(postgres_url, "proxy_gone", 1, first)
+        proxy.kill()
+        proxy.wait()
+        _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 2, stderr
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()[-2:]
+    assert lines[0].startswith(f"kmnist-search start: storage {proxy_url} unreachable (")
+    assert lines[0].endswith("retrying for up to 3 s")
+    assert lines[1] == (f"kmnist-search start: error: storage {proxy_url} unreachable for 3 s: bring it "
+                        "back and run the same command again")
+
+
+def test_a_retry_that_finds_the_target_reached_stays_queued_with_its_parameters(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'k.db'}", direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    dead = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study.tell(dead, state=optuna.trial.TrialState.FAIL)
+    retry_callback()(study, study.trials[-1])  # as the heartbeat check does for a dead worker
+    with pytest.raises(SurplusTrialError):  # two trials finished already: the target of 2 is reached
+        study.optimize(TrialGuard(study, 2, lambda t: 0.0), n_trials=1)
+    (queued,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert queued.params == study.trials[dead.number].params
+    assert queued.system_attrs["failed_trial"] == dead.number
