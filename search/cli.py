@@ -631,6 +631,10 @@ def cmd_proxy(args: argparse.Namespace, console: Console) -> int:
     if proxy_address(args.storage) is not None:
         raise StorageError("a proxy serves a database: give --storage postgresql://USER:PASSWORD@HOST/DB")
     rdb = open_storage(args.storage, must_exist=True)
+    if not is_loopback(args.host):
+        print(f"kmnist-search proxy: warning: --host {args.host} serves beyond this machine, and the "
+              "gRPC storage proxy has no login or encryption: anyone who reaches the port can read, "
+              "change and delete every study; keep it on a private network", file=sys.stderr)
     console.print(f"serving {args.storage} on grpc://{args.host}:{args.port} (workers: --storage "
                   f"grpc://HOST:{args.port}); dead workers' trials retried within their grace period "
                   f"+ {2 * args.check_every:g} s; Ctrl-C stops it", highlight=False)

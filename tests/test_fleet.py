@@ -127,3 +127,31 @@ def test_the_proxy_answers_trial_reads_as_optunas_own_service_does(tmp_path):
     study.tell(running[1], 1.0)  # a change after the first reads is seen
     (changed,) = [t for t in ours.GetTrials(requests[1], None).trials if t.trial_id == running[1]._trial_id]
     assert changed.values == [1.0]
+
+
+def proxy_stderr(database_url, host):
+    """What `proxy --host HOST` wrote to stderr by the time it answered; then it is stopped."""
+    port = free_port()
+    proxy = subprocess.Popen([str(CLI), "proxy", "--storage", database_url, "--host", host, "--port",
+                              str(port)], env=offline_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            assert proxy.poll() is None, proxy.communicate()[1]
+            try:
+                open_resilient_storage(f"grpc://127.0.0.1:{port}", retry_for=0.1)
+                break
+            except Exception:
+                time.sleep(0.2)
+    finally:
+        proxy.terminate()
+    return proxy.communicate(timeout=30)[1]
+
+
+def test_the_proxy_warns_when_served_beyond_loopback(postgres_url):
+    warnings = [line for line in proxy_stderr(postgres_url, "0.0.0.0").splitlines() if "warning" in line]
+    assert warnings == ["kmnist-search proxy: warning: --host 0.0.0.0 serves beyond this machine, and the "
+                        "gRPC storage proxy has no login or encryption: anyone who reaches the port can "
+                        "read, change and delete every study; keep it on a private network"]
+    assert "warning" not in proxy_stderr(postgres_url, "127.0.0.1")
