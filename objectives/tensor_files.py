@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from objectives.errors import TensorFileError
 
@@ -73,13 +73,12 @@ def load_tensor_file(path: Path, file_format: str) -> dict[str, Any]:
     """The content saved by `save_tensor_file`, with tensors on the CPU; TensorFileError for a
     missing, truncated, tampered, foreign or other-version file."""
     try:
-        tensors = load_file(str(path), device="cpu")
-        with open(path, "rb") as f:  # the header again, for its metadata
-            header_size = int.from_bytes(f.read(8), "little")
-            metadata = json.loads(f.read(header_size)).get("__metadata__") or {}
+        with safe_open(str(path), "pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
     except FileNotFoundError:
         raise TensorFileError(f"{path} does not exist") from None
-    except (SafetensorError, OSError, ValueError, OverflowError, AttributeError) as error:
+    except (SafetensorError, OSError, ValueError) as error:
         raise TensorFileError(f"{path} is not a readable safetensors file "
                               f"({str(error).splitlines()[0] if str(error) else type(error).__name__})"
                               ) from None
