@@ -58,6 +58,18 @@ class CNNConfig:
 ModelConfig = MLPConfig | CNNConfig
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout with its CPU mask drawn by torch.rand: torch's CPU dropout draws it with
+    bernoulli_, which took 2.7x as long as rand on this CPU (benchmarks/loop_overheads.py).
+    Same keep probability (float32 uniforms); other draws. Other devices keep torch's."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or x.device.type != "cpu" or not 0 < self.p < 1:
+            return super().forward(x)
+        keep = torch.rand(x.shape) >= self.p
+        return x * keep.to(x.dtype).mul_(1 / (1 - self.p))
+
+
 def _activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise InvalidModelError(f"unknown activation {name!r}: use {', '.join(ACTIVATIONS)}")
@@ -81,20 +93,27 @@ def build_mlp(config: MLPConfig) -> nn.Sequential:
     for index, hidden in enumerate(config.hidden_layers):
         layers += _dense(width, hidden, config.activation, config.batch_norm)
         if config.dropout > 0 and (config.dropout_placement == "every" or index == 0):
-            layers.append(nn.Dropout(config.dropout))
+            layers.append(Dropout(config.dropout))
         width = hidden
     layers.append(nn.Linear(width, config.num_classes))
     return nn.Sequential(*layers)
 
 
+POOLS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+SEPARABLE_POOL_FROM = 5  # smaller windows are faster in one op (benchmarks/loop_overheads.py)
+
+
 def _pool(block: ConvBlock) -> nn.Module:
-    if block.pool == "max":
-        return nn.MaxPool2d(block.pool_kernel, block.pool_stride)
-    if block.pool == "avg":
-        return nn.AvgPool2d(block.pool_kernel, block.pool_stride)
     if block.pool == "none":
         return nn.Identity()
-    raise InvalidModelError(f"unknown pool {block.pool!r}: use max, avg or none")
+    if block.pool not in POOLS:
+        raise InvalidModelError(f"unknown pool {block.pool!r}: use max, avg or none")
+    pool, k, s = POOLS[block.pool], block.pool_kernel, block.pool_stride
+    if k < SEPARABLE_POOL_FROM:
+        return pool(k, s)
+    # a k x k window is a k x 1 window of 1 x k windows: the same output (max exactly, mean up
+    # to rounding) from 2k reads per output instead of k^2; no parameters, same state dict
+    return nn.Sequential(pool((1, k), (1, s)), pool((k, 1), (s, 1)))
 
 
 def build_cnn(config: CNNConfig) -> nn.Sequential:
@@ -121,18 +140,18 @@ def build_cnn(config: CNNConfig) -> nn.Sequential:
             raise InvalidModelError(f"the conv blocks shrink a {IMAGE_SIZE}x{IMAGE_SIZE} image to "
                                     "nothing: use fewer or gentler pools")
         if drop_blocks:
-            layers.append(nn.Dropout(config.dropout))
+            layers.append(Dropout(config.dropout))
     if config.global_pool:
         layers.append(nn.AdaptiveAvgPool2d(1))
         size = 1
     layers.append(nn.Flatten())
     if drop_head:
-        layers.append(nn.Dropout(config.dropout))
+        layers.append(Dropout(config.dropout))
     width = channels * size * size
     for hidden in config.dense_layers:
         layers += _dense(width, hidden, config.activation, config.batch_norm)
         if drop_head:
-            layers.append(nn.Dropout(config.dropout))
+            layers.append(Dropout(config.dropout))
         width = hidden
     layers.append(nn.Linear(width, config.num_classes))
     return nn.Sequential(*layers)

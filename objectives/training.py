@@ -248,6 +248,20 @@ def _autocast(device: torch.device, precision: str) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+class ShuffleBuffers:
+    """The split in a new order each epoch, gathered into buffers made once per run: a fresh
+    gather allocates the whole split again every epoch (benchmarks/loop_overheads.py)."""
+
+    def __init__(self, split: TensorSplit) -> None:
+        self.split = split
+        self.images, self.labels = torch.empty_like(split.images), torch.empty_like(split.labels)
+
+    def shuffled(self, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.index_select(self.split.images, 0, order, out=self.images)
+        torch.index_select(self.split.labels, 0, order, out=self.labels)
+        return self.images, self.labels
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, split: TensorSplit, precision: str = "fp32") -> Evaluation:
     model.eval()
@@ -293,6 +307,7 @@ def train(
     scheduler = make_scheduler(optimizer, settings, steps_per_epoch=math.ceil(n / batch))
     augmentation = settings.augmentation
     background = train_split.images.amin()  # normalised black; stays on the device
+    shuffle = ShuffleBuffers(train_split)
     history: list[EpochResult] = []
     if checkpoint is not None:
         history = _resume(checkpoint, model, optimizer, generator, scheduler, on_checkpoint_error)
@@ -305,8 +320,7 @@ def train(
     for epoch in range(len(history) + 1, settings.epochs + 1):
         started = time.perf_counter()
         model.train()
-        order = torch.randperm(n, device=device, generator=generator)
-        images, labels = train_split.images[order], train_split.labels[order]
+        images, labels = shuffle.shuffled(torch.randperm(n, device=device, generator=generator))
         loss_sum = torch.zeros((), device=device)
         for start in range(0, n, batch):
             x, y = images[start : start + batch], labels[start : start + batch]

@@ -50,3 +50,39 @@ def test_model_config_maps_plain_parameters_without_optuna():
     assert mlp == MLPConfig((32,), 0.1, 10)
     cnn = model_config("cnn", {"conv_blocks": [{"channels": 4, "kernel_size": 3}]}, num_classes=10)
     assert cnn.blocks == (ConvBlock(4, 3),)
+
+
+def test_dropout_keeps_one_minus_p_scales_survivors_and_routes_gradients_through_them():
+    from objectives.models import Dropout
+    torch.manual_seed(0)
+    x = torch.ones(200, 500, requires_grad=True)
+    layer = Dropout(0.3).train()
+    y = layer(x)
+    kept = y != 0
+    assert kept.float().mean().item() == pytest.approx(0.7, abs=0.005)  # 100,000 draws
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d(sum y)/dx = mask / (1 - p)
+    torch.manual_seed(0)
+    assert torch.equal(Dropout(0.3).train()(torch.ones(200, 500)), y.detach())  # seeded: the same draw
+    assert torch.equal(layer.eval()(x), x)  # evaluation passes inputs through
+    bf16 = Dropout(0.3).train()(torch.ones(64, 64, dtype=torch.bfloat16))
+    assert bf16.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("kind, kernel, stride", [("max", 7, 1), ("max", 5, 1), ("avg", 7, 2), ("max", 2, 2)])
+def test_large_pools_are_separable_and_pool_exactly_as_one_window(kind, kernel, stride):
+    from objectives.models import _pool
+    torch.manual_seed(0)
+    pool = _pool(ConvBlock(channels=4, kernel_size=3, pool=kind, pool_kernel=kernel, pool_stride=stride))
+    one_window = {"max": torch.nn.MaxPool2d, "avg": torch.nn.AvgPool2d}[kind](kernel, stride)
+    assert isinstance(pool, torch.nn.Sequential) == (kernel >= 5)
+    x = torch.randn(3, 4, 22, 22, requires_grad=True)
+    expected = one_window(x)
+    got = pool(x)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-6)
+    grad = torch.randn_like(expected)
+    (expected_grad,) = torch.autograd.grad(expected, x, grad)
+    (got_grad,) = torch.autograd.grad(got, x, grad)
+    assert torch.allclose(got_grad, expected_grad, atol=1e-6)  # no ties in random inputs

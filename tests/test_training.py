@@ -134,3 +134,13 @@ def test_native_bf16_probe_agrees_with_the_cpu_flags():
         pytest.skip("no /proc/cpuinfo to compare with")
     flags = cpuinfo.read_text().split()
     assert cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+def test_shuffle_buffers_give_the_split_in_the_order_asked_and_are_reused():
+    images, labels = torch.randn(50, 1, 28, 28), torch.arange(50)
+    buffers = training.ShuffleBuffers(TensorSplit(images, labels))
+    order = torch.randperm(50)
+    shuffled_images, shuffled_labels = buffers.shuffled(order)
+    assert torch.equal(shuffled_images, images[order]) and torch.equal(shuffled_labels, labels[order])
+    again, _ = buffers.shuffled(torch.randperm(50))
+    assert again.data_ptr() == shuffled_images.data_ptr()  # no new allocation per epoch
