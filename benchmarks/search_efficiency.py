@@ -178,8 +178,9 @@ def example_loaders(root: Path) -> tuple[DataLoader, DataLoader]:
 class ExampleObjective:
     """pytorch_simple.py's objective, plus the common yardstick after each epoch."""
 
-    def __init__(self, root: Path, val_images: torch.Tensor, val_labels: torch.Tensor) -> None:
-        self.root = root
+    def __init__(self, root: Path, val_images: torch.Tensor, val_labels: torch.Tensor,
+                 seed: int = SEED) -> None:
+        self.root, self.seed = root, seed
         # the whole validation split in the example's input format: [0, 1], flattened
         self.val_x, self.val_y = val_images.float().div(255).view(len(val_images), -1), val_labels
 
@@ -189,7 +190,7 @@ class ExampleObjective:
             return float((model(self.val_x).argmax(dim=1) == self.val_y).float().mean())
 
     def __call__(self, trial: optuna.Trial) -> float:
-        torch.manual_seed(SEED + trial.number)  # the example leaves this unseeded
+        torch.manual_seed(self.seed + trial.number)  # the example leaves this unseeded
         model = define_model(trial).to(CPU)
         optimizer_name = trial.suggest_categorical("optimizer", ["Adam", "RMSprop", "SGD"])
         lr = trial.suggest_float("lr", 1e-5, 1e-1, log=True)

@@ -41,7 +41,8 @@ def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
 def make_pruner(name: str, epochs: int, warmup_epochs: int = 2) -> optuna.pruners.BasePruner:
     if name == "median":
         # wait for a few complete trials and some epochs (the space says how many): early
-        # epochs rank models poorly, annealed schedules most of all
+        # epochs rank models poorly, annealed schedules most of all. Chosen over ASHA,
+        # hyperband, a patient median and other warm-ups by BENCHMARKS.md part 7
         return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=warmup_epochs)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
