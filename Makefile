@@ -26,8 +26,8 @@ lint: setup
 	$(BIN)/ruff check .
 
 bench: setup
-	$(BIN)/python benchmarks/train_loop.py && $(BIN)/python benchmarks/search_efficiency.py \
-		&& $(BIN)/python benchmarks/precision.py
+	$(BIN)/python benchmarks/train_loop.py && $(BIN)/python benchmarks/loop_overheads.py \
+		&& $(BIN)/python benchmarks/search_efficiency.py && $(BIN)/python benchmarks/precision.py
 
 # issue 8's end-to-end run: an hour of search per beyond space, then export + retrain (~80 min)
 bench-beyond: setup

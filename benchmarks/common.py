@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPETITIONS = 3
@@ -118,3 +119,19 @@ def write_results(name: str, payload: dict[str, Any], quick: bool = False) -> Pa
     path = RESULTS / (f"{name}.quick.tmp" if quick else f"{name}.json")
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return path
+
+
+def as_before(model: nn.Module) -> nn.Module:
+    """The model as it was built before issue 18's changes: torch's nn.Dropout in place of
+    objectives' Dropout, one k x k pool in place of the separable pair."""
+    for name, child in model.named_children():
+        if isinstance(child, nn.Dropout):
+            setattr(model, name, nn.Dropout(child.p))
+        elif isinstance(child, nn.Sequential) and len(child) == 2 and all(
+                isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) for m in child):
+            rows, cols = child[0], child[1]
+            setattr(model, name, type(rows)(rows.kernel_size[1], rows.stride[1]))
+            assert cols.kernel_size[0] == rows.kernel_size[1] and cols.stride[0] == rows.stride[1]
+        else:
+            as_before(child)
+    return model

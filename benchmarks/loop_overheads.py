@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from common import machine, median, parser, set_threads, write_results
+from common import as_before, machine, median, parser, set_threads, write_results
 from torch import nn
 from train_loop import CASES, EPOCH_IMAGES, synthetic_root
 
@@ -77,22 +77,6 @@ def permutation(kind: str, split: TensorSplit) -> Callable[[], None]:
 
 def old_shuffle(split: TensorSplit, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return split.images[order], split.labels[order]
-
-
-def as_before(model: nn.Module) -> nn.Module:
-    """The model as it was built before issue 18's changes: torch's nn.Dropout in place of
-    objectives' Dropout, one k x k pool in place of the separable pair."""
-    for name, child in model.named_children():
-        if isinstance(child, nn.Dropout):
-            setattr(model, name, nn.Dropout(child.p))
-        elif isinstance(child, nn.Sequential) and len(child) == 2 and all(
-                isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) for m in child):
-            rows, cols = child[0], child[1]
-            setattr(model, name, type(rows)(rows.kernel_size[1], rows.stride[1]))
-            assert cols.kernel_size[0] == rows.kernel_size[1] and cols.stride[0] == rows.stride[1]
-        else:
-            as_before(child)
-    return model
 
 
 def pool_step(kind: str, pool: str, channels: int, size: int, kernel: int, stride: int,
