@@ -33,12 +33,12 @@ bench: setup
 bench-beyond: setup
 	$(BIN)/python benchmarks/beyond_spaces.py
 
-# issue 14: budgeted and free searches on kmnist-7k, their fronts, a small CNN retrained (~40 min)
-# issue 13: nine sampler/pruner arms x 7 seeds on kmnist-7k, then retrains (~80 min, resumable)
+# issue 13: eleven sampler/pruner arms x 7 seeds on kmnist-7k, then retrains (~85 min, resumable)
 .PHONY: bench-arms
 bench-arms: setup
 	$(BIN)/python benchmarks/search_arms.py
 
+# issue 14: budgeted and free searches on kmnist-7k, their fronts, a small CNN retrained (~40 min)
 .PHONY: bench-budget
 bench-budget: setup
 	$(BIN)/python benchmarks/deployment_budget.py

@@ -70,6 +70,18 @@ def machine() -> dict[str, Any]:
     }
 
 
+def begin(args: argparse.Namespace) -> dict[str, Any]:
+    """What every timing benchmark does first: refuse fewer than 3 repetitions, set the
+    threads, record and print the machine."""
+    if args.repetitions < 3:
+        raise SystemExit("--repetitions must be at least 3: speed figures are medians of >= 3 runs")
+    set_threads(args.threads)
+    record = machine()
+    print(f"machine: {record['cpu_model']}, {record['usable_cores']} cores, torch {record['torch']}, "
+          f"{args.threads} thread(s); load {record['load_average_1m']}", flush=True)
+    return record
+
+
 def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -135,3 +147,11 @@ def as_before(model: nn.Module) -> nn.Module:
         else:
             as_before(child)
     return model
+
+
+def first_reaching(run: dict[str, Any], level: float) -> dict[str, Any] | None:
+    """The first trial (within the budget) after which a search's best is at least `level`."""
+    for t in run["trials"]:
+        if t["elapsed_s"] <= run["budget_s"] and t["best_so_far"] >= level - 1e-9:
+            return t
+    return None

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from common import as_before, machine, median, parser, set_threads, write_results
+from common import as_before, begin, machine, median, parser, write_results
 from torch import nn
 from train_loop import CASES, EPOCH_IMAGES, synthetic_root
 
@@ -75,10 +75,6 @@ def permutation(kind: str, split: TensorSplit) -> Callable[[], None]:
 
 # --- whole epochs -----------------------------------------------------------------------------
 
-def old_shuffle(split: TensorSplit, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return split.images[order], split.labels[order]
-
-
 def pool_step(kind: str, pool: str, channels: int, size: int, kernel: int, stride: int,
               dtype: torch.dtype) -> Callable[[], None]:
     """Forward and backward of one pool at batch 16, channels_last as the loop trains."""
@@ -122,18 +118,13 @@ class OldShuffle:
         self.split = split
 
     def shuffled(self, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return old_shuffle(self.split, order)
+        return self.split.images[order], self.split.labels[order]
 
 
 def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
-    if args.repetitions < 3:
-        raise SystemExit("--repetitions must be at least 3")
-    set_threads(args.threads)
+    before = begin(args)
     reps = args.repetitions
-    before = machine()
-    print(f"machine: {before['cpu_model']}, torch {before['torch']}, {args.threads} thread(s); "
-          f"load {before['load_average_1m']}", flush=True)
     results: dict[str, Any] = {"benchmark": "loop_overheads", "quick": args.quick, "machine": before}
     calls = 50 if args.quick else 400
 

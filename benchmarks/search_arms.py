@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import optuna
-from common import RESULTS, machine, write_results
+from common import RESULTS, first_reaching, machine, write_results
 from optuna.trial import FrozenTrial, TrialState
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,7 +138,7 @@ def run_product_arm(arm: Arm, seed: int, budget: float, data_dir: Path, work: Pa
 
 
 def run_example_arm(seed: int, budget: float, data_dir: Path, work: Path) -> dict[str, Any]:
-    from search_efficiency import ExampleObjective, example_root
+    from search_efficiency import EXAMPLE_TRAIN_EXAMPLES, ExampleObjective, example_root
 
     from storage.urls import open_storage
 
@@ -150,7 +150,6 @@ def run_example_arm(seed: int, budget: float, data_dir: Path, work: Path) -> dic
     started = time.time()
     study.optimize(objective, timeout=budget)
     trials = timeline(study, started, budget, lambda t: t.user_attrs.get("yardstick_accuracy"))
-    from search_efficiency import EXAMPLE_TRAIN_EXAMPLES
     return {"precision": "fp32", "val_images": len(val_labels),
             "images_per_epoch": EXAMPLE_TRAIN_EXAMPLES, "trials": trials, "best_config": None}
 
@@ -257,13 +256,6 @@ def best_at(run: dict[str, Any], seconds: float) -> float:
         if t["elapsed_s"] <= seconds and t["value"] is not None:
             best = max(best, t["value"])
     return best
-
-
-def first_reaching(run: dict[str, Any], level: float) -> dict[str, Any] | None:
-    for t in run["trials"]:
-        if t["elapsed_s"] <= run["budget_s"] and t["best_so_far"] >= level - 1e-9:
-            return t
-    return None
 
 
 def area_under_curve(run: dict[str, Any]) -> float:

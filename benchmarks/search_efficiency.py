@@ -27,7 +27,7 @@ from typing import Any
 import optuna
 import torch
 import torch.nn.functional as F
-from common import machine, parser, set_threads, write_results
+from common import first_reaching, machine, parser, set_threads, write_results
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn, optim
 from torch.utils.data import DataLoader
@@ -258,14 +258,6 @@ def example_arm(root: Path, val_images: torch.Tensor, val_labels: torch.Tensor,
 
 
 # --- the target ---------------------------------------------------------------------------------
-
-def first_reaching(arm: dict[str, Any], level: float) -> dict[str, Any] | None:
-    """The first trial (within the budget) after which the arm's best is at least `level`."""
-    for t in arm["trials"]:
-        if t["elapsed_s"] <= arm["budget_s"] and t["best_so_far"] >= level - 1e-9:
-            return t
-    return None
-
 
 MILESTONES = (0.80, 0.85, 0.88, 0.89, 0.90)
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from common import (
     BEST_CNN_BEYOND,
     as_before,
+    begin,
     machine,
     matmul_gflops,
     median,
@@ -464,13 +465,8 @@ def measure_permutation(split: TensorSplit, reps: int) -> list[float]:
 
 def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
-    if args.repetitions < 3:
-        raise SystemExit("--repetitions must be at least 3: speed figures are medians of >= 3 runs")
-    set_threads(args.threads)
+    machine_before = begin(args)
     reps = args.repetitions
-    machine_before = machine()
-    print(f"machine: {machine_before['cpu_model']}, {machine_before['usable_cores']} cores, torch "
-          f"{machine_before['torch']}, {args.threads} thread(s); load {machine_before['load_average_1m']}")
     with tempfile.TemporaryDirectory(prefix="bench-train-loop-") as tmp:
         n_images = max(c.quick_images if args.quick else c.timed_images for c in CASES)
         data = load(synthetic_root(Path(tmp), n_images))
