@@ -161,7 +161,7 @@ def main() -> int:
     if not (retrained / "metrics.json").exists():  # a second retrain would note the trial twice
         run(cli, "export", "--study", study_name, "--storage", storage, "-o", str(best), "--force")
         run(cli, "retrain", str(best), "--seeds", str(args.seeds), "--out", str(retrained),
-            "--data-dir", data, "--threads", "1")
+            "--data-dir", data, "--threads", "1", "--storage", storage)
     for name in ("learning_curve.png", "confusion_matrix.png"):
         shutil.copyfile(retrained / name, args.out_dir / f"retrain-{name}")
     study_id, trial_number = trial_to_show(storage, study_name)

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 from torchvision import datasets
-from torchvision.datasets.utils import extract_archive
+from torchvision.datasets.mnist import read_image_file, read_label_file
+from torchvision.datasets.utils import download_and_extract_archive, extract_archive
 
 from objectives.datasets import DATA_ENV, DATASET_CHOICES, RAW_FILES, DataUnavailableError
 
@@ -63,47 +64,73 @@ def _extract_local_archives(folder: Path) -> None:
             extract_archive(str(archive), str(folder))
 
 
-def load_raw(dataset: str, data_dir: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images (N, 28, 28) and int64 labels (grouped if the choice groups them)."""
+def load_raw(dataset: str, data_dir: Path, train: bool,
+             download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (N, 28, 28) and int64 labels (grouped if the choice groups them).
+
+    Reads the raw IDX files only, never torchvision's `processed/*.pt` caches (torch.save files);
+    with `download`, missing files are first fetched from torchvision's mirrors."""
     if dataset not in DATASET_CHOICES:
         raise DataUnavailableError(
             f"unknown dataset {dataset!r}: use one of {', '.join(DATASET_CHOICES)}"
         )
     choice = DATASET_CHOICES[dataset]
-    images, labels = _load_source(choice.source, data_dir, train)
+    images, labels = _load_source(choice.source, data_dir, train, download)
     return images, torch.tensor(choice.label_map())[labels]
 
 
-def _load_source(dataset: str, data_dir: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    folder = raw_folder(dataset, data_dir)
+def _missing(folder: Path) -> list[str]:
+    names = (*RAW_FILES[True], *RAW_FILES[False])
+    return [f"{name}.gz" for name in names if not (folder / name).exists()]
+
+
+def _fetch(source: str, folder: Path) -> None:
+    """torchvision's download: its mirrors and checksums, files into the raw folder."""
+    dataset_class = SOURCE_CLASSES[source]
+    folder.mkdir(parents=True, exist_ok=True)
+    # torchvision prints each failed mirror; the one-line error of the caller says it all
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        for filename, md5 in dataset_class.resources:
+            if (folder / filename.removesuffix(".gz")).exists():
+                continue
+            for mirror in dataset_class.mirrors:
+                try:
+                    download_and_extract_archive(f"{mirror}{filename}", download_root=str(folder),
+                                                 filename=filename, md5=md5)
+                    break
+                except Exception:  # this mirror failed: try the next one
+                    continue
+
+
+def _load_source(source: str, data_dir: Path, train: bool,
+                 download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    folder = raw_folder(source, data_dir)
     try:
         _extract_local_archives(folder)
     except (OSError, EOFError) as error:
         raise DataUnavailableError(f"cannot decompress the files in {folder}: {error}") from None
-    try:
-        # torchvision prints each failed mirror; the one-line error below says it all
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            ds = SOURCE_CLASSES[dataset](str(data_dir), train=train, download=True)
-    except Exception:
-        missing = [
-            f"{name}.gz"
-            for split in (True, False)
-            for name in RAW_FILES[split]
-            if not (folder / name).exists()
-        ]
-        if missing:
-            raise DataUnavailableError(
-                f"{dataset} files missing and the download failed: put {', '.join(missing)} "
-                f"into {folder}/ (or set --data-dir / {DATA_ENV} to a folder holding them)"
-            ) from None
+    if download and _missing(folder):
+        with contextlib.suppress(OSError):  # the missing files are named below
+            _fetch(source, folder)
+    missing = _missing(folder)
+    if missing:
+        tried = " and the download failed" if download else ""
         raise DataUnavailableError(
-            f"{dataset} files in {folder} are unreadable or corrupt: delete them and download "
+            f"{source} files missing{tried}: put {', '.join(missing)} into {folder}/ "
+            f"(or set --data-dir / {DATA_ENV} to a folder holding them)"
+        )
+    image_name, label_name = RAW_FILES[train]
+    try:
+        images = read_image_file(str(folder / image_name))
+        labels = read_label_file(str(folder / label_name)).long()
+    except Exception:  # torchvision's readers assert on malformed headers
+        raise DataUnavailableError(
+            f"{source} files in {folder} are unreadable or corrupt: delete them and download "
             "again, or rebuild the root"
         ) from None
-    images, labels = ds.data, ds.targets.long()
     if images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) != len(labels):
         raise DataUnavailableError(
-            f"{dataset} files in {folder} do not hold 28x28 images with one label each: rebuild them"
+            f"{source} files in {folder} do not hold 28x28 images with one label each: rebuild them"
         )
     return images, labels
 

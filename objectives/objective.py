@@ -20,6 +20,7 @@ from objectives.cost import measure_latency
 from objectives.data import SearchData, TensorSplit
 from objectives.models import InvalidModelError, build_model, count_parameters, forward_mflops, model_config
 from objectives.training import (
+    Checkpoint,
     EpochResult,
     NonFiniteLossError,
     evaluate,
@@ -45,6 +46,7 @@ class TrialOutcome:
 
 TrialEndListener = Callable[[optuna.Trial, TrialOutcome], None]
 CheckpointPath = Callable[[optuna.Trial], Path | None]
+CHECKPOINT_DIGEST = "checkpoint_sha256"  # user attribute: a retry inherits it with the file
 
 
 def trial_epochs(budget: int, documented: int | None) -> int:
@@ -78,7 +80,10 @@ class Objective:
         epochs = trial_epochs(self.epochs, documented)
         if documented is not None and documented > epochs:
             trial.set_user_attr("epochs_capped_from", documented)
-        checkpoint = self.checkpoint_for(trial) if self.checkpoint_for else None
+        path = self.checkpoint_for(trial) if self.checkpoint_for else None
+        checkpoint = None if path is None else Checkpoint(
+            path, trial.user_attrs.get(CHECKPOINT_DIGEST),
+            on_saved=lambda digest: trial.set_user_attr(CHECKPOINT_DIGEST, digest))
         # a retried trial keeps its predecessor's seed so its resumed run is the same run
         seed = self.seed + trial.user_attrs.get("train_seed_offset", trial.number)
         seed_everything(seed)

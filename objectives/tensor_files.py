@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +49,17 @@ def _unpack(value: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
         if set(value) == {TUPLE_KEY}:
             return tuple(_unpack(v, tensors) for v in value[TUPLE_KEY])
         if set(value) == {INT_KEYS}:
-            return {int(k): _unpack(v, tensors) for k, v in value[INT_KEYS]}
+            return {_int_key(k): _unpack(v, tensors) for k, v in value[INT_KEYS]}
         return {k: _unpack(v, tensors) for k, v in value.items()}
     if isinstance(value, list):
         return [_unpack(v, tensors) for v in value]
     return value
+
+
+def _int_key(key: Any) -> int:
+    if isinstance(key, bool) or not isinstance(key, int):  # json gives floats for 1e3, Infinity
+        raise ValueError(f"integer key expected, got {key!r}")
+    return key
 
 
 def save_tensor_file(path: Path, file_format: str, content: Mapping[str, Any]) -> None:
@@ -69,26 +75,94 @@ def save_tensor_file(path: Path, file_format: str, content: Mapping[str, Any]) -
         tmp.unlink(missing_ok=True)
 
 
-def load_tensor_file(path: Path, file_format: str) -> dict[str, Any]:
+MAX_FILE_BYTES = 512 * 2**20  # the largest model a space builds is a few MB
+MAX_HEADER_BYTES = 4 * 2**20  # tensor names, shapes and the JSON metadata
+TensorInfo = tuple[tuple[int, ...], str]  # shape, safetensors dtype ("F32", "I64", ...)
+HeaderCheck = Callable[[dict[str, Any], dict[str, TensorInfo]], None]
+SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16",
+                      torch.bfloat16: "BF16", torch.int64: "I64", torch.int32: "I32",
+                      torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
+
+
+def tensor_info(tensor: torch.Tensor) -> TensorInfo:
+    """What a file's header must say of a tensor that is to be loaded into `tensor`."""
+    return tuple(tensor.shape), SAFETENSORS_DTYPES.get(tensor.dtype, str(tensor.dtype))
+
+
+def _references(value: Any) -> list[str]:
+    """The tensor names a metadata skeleton refers to."""
+    if isinstance(value, dict):
+        if set(value) == {TENSOR_KEY} and isinstance(value[TENSOR_KEY], str):
+            return [value[TENSOR_KEY]]
+        return [name for v in value.values() for name in _references(v)]
+    if isinstance(value, list):
+        return [name for v in value for name in _references(v)]
+    return []
+
+
+def _unreadable(path: Path, error: BaseException) -> TensorFileError:
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return TensorFileError(f"{path} is not a readable safetensors file ({first})")
+
+
+def load_tensor_file(path: Path, file_format: str, check: HeaderCheck | None = None,
+                     max_bytes: int = MAX_FILE_BYTES) -> dict[str, Any]:
     """The content saved by `save_tensor_file`, with tensors on the CPU; TensorFileError for a
-    missing, truncated, tampered, foreign or other-version file."""
+    missing, oversized, truncated, tampered, foreign or other-version file.
+
+    The header is read and checked first: every tensor must be referenced by the metadata
+    exactly once, and `check(skeleton, infos)` (the metadata with tensor references, and each
+    tensor's shape and dtype) may raise TensorFileError before a single tensor byte is read."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            header_length = int.from_bytes(f.read(8), "little")
+    except FileNotFoundError:
+        raise TensorFileError(f"{path} does not exist") from None
+    except OSError as error:
+        raise _unreadable(path, error) from None
+    if size > max_bytes:
+        raise TensorFileError(f"{path} is {size:,} bytes, over the {max_bytes:,} a file of this kind "
+                              "may have")
+    if header_length > min(size - 8, MAX_HEADER_BYTES):
+        raise TensorFileError(f"{path} is not a readable safetensors file (a header of {header_length:,} "
+                              f"bytes in a file of {size:,}; at most {MAX_HEADER_BYTES:,} allowed)")
     try:
         with safe_open(str(path), "pt", device="cpu") as f:
             metadata = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
-    except FileNotFoundError:
-        raise TensorFileError(f"{path} does not exist") from None
+            names = list(f.keys())
+            infos = {name: (tuple(f.get_slice(name).get_shape()), f.get_slice(name).get_dtype())
+                     for name in names}
+            found = metadata.get("format")
+            if found != file_format:
+                raise TensorFileError(f"{path} has format {found!r}, expected {file_format!r}")
+            skeleton = _skeleton(path, metadata)
+            references = _references(skeleton)
+            if sorted(references) != sorted(names):
+                raise TensorFileError(f"{path} has damaged metadata (its tensors and the references to "
+                                      "them differ)")
+            if check is not None:
+                check(skeleton, infos)
+            tensors = {name: f.get_tensor(name) for name in names}
     except (SafetensorError, OSError, ValueError) as error:
-        raise TensorFileError(f"{path} is not a readable safetensors file "
-                              f"({str(error).splitlines()[0] if str(error) else type(error).__name__})"
-                              ) from None
-    found = metadata.get("format")
-    if found != file_format:
-        raise TensorFileError(f"{path} has format {found!r}, expected {file_format!r}")
+        if isinstance(error, TensorFileError):
+            raise
+        raise _unreadable(path, error) from None
     try:
-        content = _unpack(json.loads(metadata["content"]), tensors)
+        content = _unpack(skeleton, tensors)
+    except (KeyError, TypeError, ValueError, OverflowError) as error:
+        raise TensorFileError(f"{path} has damaged metadata ({type(error).__name__}: {error})") from None
+    return content
+
+
+def _skeleton(path: Path, metadata: Mapping[str, str]) -> dict[str, Any]:
+    try:
+        skeleton = json.loads(metadata["content"])
     except (KeyError, TypeError, ValueError) as error:
         raise TensorFileError(f"{path} has damaged metadata ({type(error).__name__}: {error})") from None
-    if not isinstance(content, dict):
+    except RecursionError:
+        raise TensorFileError(f"{path} has damaged metadata (nested too deeply)") from None
+    if not isinstance(skeleton, dict):
         raise TensorFileError(f"{path} has damaged metadata (content is not a mapping)")
-    return content
+    return skeleton

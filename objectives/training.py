@@ -7,10 +7,11 @@ contiguous slices, so there is no per-sample Python work and no DataLoader.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,47 @@ class CheckpointReadError(ValueError):
     """A checkpoint that cannot be resumed from; the trial restarts from epoch 0."""
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a run's epoch checkpoint lives, and the digest that proves a file there is the one
+    this run (or the run it resumes) wrote: a file put there by anyone else is not loaded."""
+
+    path: Path
+    expected_sha256: str | None = None  # digest recorded when the file was last written
+    on_saved: Callable[[str], None] | None = None  # receives the digest of each file written
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checked_history(entries: object, max_epochs: int) -> list[EpochResult]:
+    """A checkpoint's epoch history, every entry checked: consecutive epochs from 1, at most
+    the run's epochs, finite losses, accuracies in [0, 1]. ValueError otherwise."""
+    if not isinstance(entries, list) or len(entries) > max_epochs:
+        raise ValueError(f"the history must list at most {max_epochs} epochs")
+    history = []
+    for number, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict) or set(entry) - {f.name for f in fields(EpochResult)}:
+            raise ValueError(f"epoch {number} is not an epoch result")
+        result = EpochResult(**{**entry, "restored": True})
+        numbers = (result.train_loss, result.val_loss, result.val_accuracy, result.seconds)
+        values_ok = (result.epoch == number and not isinstance(result.epoch, bool)
+                     and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers)
+                     and math.isfinite(result.train_loss) and result.train_loss >= 0
+                     and math.isfinite(result.seconds) and result.seconds >= 0
+                     and (math.isnan(result.val_accuracy) or 0 <= result.val_accuracy <= 1)
+                     and (math.isnan(result.val_loss) or 0 <= result.val_loss < math.inf))
+        if not values_ok:
+            raise ValueError(f"epoch {number}'s result is out of range")
+        history.append(result)
+    return history
+
+
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                     generator: torch.Generator, history: list[EpochResult],
                     scheduler: Scheduler | None = None) -> None:
@@ -128,17 +170,18 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    generator: torch.Generator, scheduler: Scheduler | None = None) -> list[EpochResult]:
+                    generator: torch.Generator, scheduler: Scheduler | None = None,
+                    max_epochs: int = 1000) -> list[EpochResult]:
     """Restore the states saved after the last finished epoch; returns that history.
 
     CheckpointReadError leaves model, optimiser, scheduler and generators as they were.
     """
     try:
         state = load_tensor_file(path, CHECKPOINT_FORMAT)
-        history = [EpochResult(**{**r, "restored": True}) for r in state["history"]]
+        history = checked_history(state["history"], max_epochs)
     except TensorFileError as error:
         raise CheckpointReadError(f"{error}: the trial restarts from epoch 0") from None
-    except (KeyError, TypeError) as error:
+    except (KeyError, TypeError, ValueError) as error:
         raise CheckpointReadError(f"{path} lacks a valid epoch history ({error}): the trial restarts "
                                   "from epoch 0") from None
     before = copy.deepcopy((model.state_dict(), optimizer.state_dict(),
@@ -288,14 +331,15 @@ def train(
     val_split: TensorSplit | None,
     settings: TrainSettings,
     on_epoch: Callable[[EpochResult], None] | None = None,
-    checkpoint: Path | None = None,
+    checkpoint: Checkpoint | None = None,
     on_checkpoint_error: Callable[[Exception], None] | None = None,
 ) -> list[EpochResult]:
     """Minimise cross-entropy; `on_epoch` sees each epoch's result and may raise to stop.
 
-    With `checkpoint`, training resumes from that file when it exists (replaying the saved
-    epochs to `on_epoch` with `restored=True`) and rewrites it after every epoch. A file
-    that cannot be written or read goes to `on_checkpoint_error`; training goes on.
+    With `checkpoint`, training resumes from its file when the file exists and has the
+    expected digest (replaying the saved epochs to `on_epoch` with `restored=True`) and
+    rewrites it after every epoch. A file that cannot be written, read or trusted goes to
+    `on_checkpoint_error`; training goes on.
     """
     device = train_split.images.device
     generator = torch.Generator(device=device).manual_seed(settings.seed)
@@ -310,7 +354,8 @@ def train(
     shuffle = ShuffleBuffers(train_split)
     history: list[EpochResult] = []
     if checkpoint is not None:
-        history = _resume(checkpoint, model, optimizer, generator, scheduler, on_checkpoint_error)
+        history = _resume(checkpoint, settings.epochs, model, optimizer, generator, scheduler,
+                          on_checkpoint_error)
     best_val_loss, epochs_since_best = math.inf, 0
     for result in history:
         if on_epoch is not None:
@@ -347,7 +392,9 @@ def train(
         history.append(result)
         if checkpoint is not None:
             try:
-                save_checkpoint(checkpoint, model, optimizer, generator, history, scheduler)
+                save_checkpoint(checkpoint.path, model, optimizer, generator, history, scheduler)
+                if checkpoint.on_saved is not None:
+                    checkpoint.on_saved(file_sha256(checkpoint.path))
             except CheckpointWriteError as error:
                 checkpoint = None  # keep training; only a crash would now lose progress
                 if on_checkpoint_error is not None:
@@ -362,15 +409,22 @@ def train(
     return history
 
 
-def _resume(checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+def _resume(checkpoint: Checkpoint, epochs: int, model: nn.Module, optimizer: torch.optim.Optimizer,
             generator: torch.Generator, scheduler: Scheduler | None,
             on_checkpoint_error: Callable[[Exception], None] | None) -> list[EpochResult]:
     """The restored history, or none (epoch 0) when there is no usable checkpoint."""
     problem: CheckpointReadError | None = None
-    legacy = legacy_checkpoint(checkpoint)
-    if checkpoint.exists():
+    path = checkpoint.path
+    legacy = legacy_checkpoint(path)
+    if path.exists():
         try:
-            return load_checkpoint(checkpoint, model, optimizer, generator, scheduler)
+            if checkpoint.expected_sha256 is None or file_sha256(path) != checkpoint.expected_sha256:
+                raise CheckpointReadError(f"{path} is not the checkpoint this trial wrote (its sha256 "
+                                          "differs from the one recorded on the trial): the trial "
+                                          "restarts from epoch 0")
+            return load_checkpoint(path, model, optimizer, generator, scheduler, max_epochs=epochs)
+        except OSError as error:
+            problem = CheckpointReadError(f"cannot read {path} ({error}): the trial restarts from epoch 0")
         except CheckpointReadError as error:
             problem = error
     elif legacy is not None:

@@ -7,7 +7,6 @@ and the fix, never a traceback.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import sys
 import time
@@ -18,12 +17,14 @@ from pathlib import Path
 import optuna
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from objectives.budget import Budget, format_cost
 from objectives.datasets import DATASET_NAMES, SOURCES, DataUnavailableError, default_data_dir
 from objectives.errors import DeviceUnavailableError, TensorFileError
 from search.budget import UnmeetableBudgetError, record_budget, settled_budget
-from search.export import ExportError, checked_params, choose_trials, export_config
+from search.dashboard import is_loopback
+from search.export import ExportError, as_plain, checked_params, choose_trials, export_config
 from search.front import COSTS, FrontError
 from search.progress import leaderboard_table
 from search.replay import TABLE_COLUMNS, table_cells
@@ -34,6 +35,7 @@ from search.study import (
     PRUNERS,
     StudyMismatchError,
     check_matches,
+    checked_search_settings,
     enqueue_documented,
     find_study,
     finished_count,
@@ -50,7 +52,19 @@ from spaces.base import UnknownSpaceError, format_widths
 from storage.artifacts import artifact_dir, attach, open_artifact_store
 from storage.configs import FORMATS, ConfigError
 from storage.resilient import DEFAULT_RETRY_FOR_S, ResilientStorage, open_resilient_storage
-from storage.urls import DEFAULT_STORAGE, StorageError, open_storage, proxy_address, storage_lock
+from storage.urls import (
+    DEFAULT_STORAGE,
+    STORAGE_ENV,
+    StorageError,
+    open_storage,
+    proxy_address,
+    redact_text,
+    redact_url,
+    storage_lock,
+)
+
+MAX_RETRAIN_SEEDS = 100
+DEBUG_ENV = "KMNIST_SEARCH_DEBUG"
 
 
 class SearchStoppedError(RuntimeError):
@@ -323,11 +337,16 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--force", action="store_true", help="overwrite an existing run folder")
     retrain.add_argument("--threads", type=_positive_int, default=None,
                          help="torch threads (default: torch's, all cores)")
+    retrain.add_argument("--storage", default=DEFAULT_STORAGE,
+                         help="the study's storage: the run is linked to its trial there when the trial "
+                         "is the exported one (default sqlite:///kmnist-search.db)")
+    retrain.add_argument("--artifact-dir", type=Path, default=None,
+                         help="artifact store for the linked study (default: <storage file>-artifacts)")
 
     evaluate = commands.add_parser("evaluate", help="reload a retrained model and recompute test metrics")
     evaluate.add_argument("run", type=Path, help="a folder written by `kmnist-search retrain`")
     evaluate.add_argument("--data-dir", type=Path, default=None,
-                          help="dataset root (default: the one retrain used)")
+                          help="dataset root (default: $KMNIST_SEARCH_DATA or ~/.cache/kmnist-search)")
     evaluate.add_argument("--device", type=_device, default="auto")
 
     commands.add_parser("spaces", help="list the search spaces and their documented experiments")
@@ -420,7 +439,7 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
     resumed = resume_interrupted(study)
     threads = args.threads or default_threads(args.jobs)
     console.print(
-        f"study {study_name!r} on {args.storage}: {finished_count(study)} of {args.trials} trials "
+        f"study {study_name!r} on {args.storage_shown}: {finished_count(study)} of {args.trials} trials "
         f"finished, {added} documented experiments enqueued, {resumed} interrupted trials resumed; "
         f"{len(data.train)} train / {len(data.val)} validation images of {args.dataset} on {device} "
         f"in {resolve_precision(args.precision, device)}; "
@@ -447,9 +466,9 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
                       f"{args.trials} trials finished: run the same command to go on", highlight=False)
     console.print(
         "next:\n"
-        f"  kmnist-search dashboard --storage {args.storage}\n"
-        f"  kmnist-search export --study {study_name} --storage {args.storage} -o best.json\n"
-        f"  kmnist-search status --study {study_name} --storage {args.storage}",
+        f"  kmnist-search dashboard --storage {args.storage_shown}\n"
+        f"  kmnist-search export --study {study_name} --storage {args.storage_shown} -o best.json\n"
+        f"  kmnist-search status --study {study_name} --storage {args.storage_shown}",
         highlight=False,
     )
     return 1 if problems else 0
@@ -459,11 +478,11 @@ def cmd_worker(args: argparse.Namespace, console: Console) -> int:
     storage = open_worker_storage(args)
     study = find_study(storage, args.study)
     if study is None or "search_settings" not in study.user_attrs:
-        raise StudyMismatchError(f"no study {args.study!r} started by kmnist-search in {args.storage}: "
+        raise StudyMismatchError(f"no study {args.study!r} started by kmnist-search in {args.storage_shown}: "
                                  "create it with `kmnist-search start --space NAME --study "
-                                 f"{args.study} --storage {args.storage}`")
-    settings = study.user_attrs["search_settings"]
-    space, dataset = get_space(study.user_attrs["space"]), study.user_attrs["dataset"]
+                                 f"{args.study} --storage {args.storage_shown}`")
+    settings = checked_search_settings(study)
+    space, dataset = get_space(str(study.user_attrs.get("space"))), str(study.user_attrs.get("dataset"))
     target = args.trials or settings["target"]
     budget = settled_budget(study, asked_budget(args))
     precision = study_precision(study, args.precision)
@@ -612,7 +631,7 @@ def cmd_replay_curve(args: argparse.Namespace, console: Console, chosen: list) -
 
 def cmd_spaces(console: Console) -> int:
     for space in ALL_SPACES:
-        console.print(f"[bold]{space.name}[/bold] ({space.family}): {space.description}")
+        console.print(Text(space.name, style="bold") + f" ({space.family}): {space.description}")
         console.print(f"  default budget: {space.epochs} epochs per trial, median pruner after "
                       f"{space.pruner_warmup_epochs} epochs", highlight=False)
         for p in space.params:
@@ -635,7 +654,7 @@ def cmd_proxy(args: argparse.Namespace, console: Console) -> int:
         print(f"kmnist-search proxy: warning: --host {args.host} serves beyond this machine, and the "
               "gRPC storage proxy has no login or encryption: anyone who reaches the port can read, "
               "change and delete every study; keep it on a private network", file=sys.stderr)
-    console.print(f"serving {args.storage} on grpc://{args.host}:{args.port} (workers: --storage "
+    console.print(f"serving {args.storage_shown} on grpc://{args.host}:{args.port} (workers: --storage "
                   f"grpc://HOST:{args.port}); dead workers' trials retried within their grace period "
                   f"+ {2 * args.check_every:g} s; Ctrl-C stops it", highlight=False)
     try:
@@ -650,12 +669,12 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
     storage = open_storage(args.storage, must_exist=True)
     names = [args.study] if args.study else optuna.study.get_all_study_names(storage)
     if not names:
-        console.print(f"no studies in {args.storage}: run `kmnist-search start --space NAME` first")
+        console.print(f"no studies in {args.storage_shown}: run `kmnist-search start --space NAME` first")
         return 0
     for name in names:
         study = find_study(storage, name)
         if study is None:
-            raise StudyMismatchError(f"no study {name!r} in {args.storage}: run `kmnist-search status` "
+            raise StudyMismatchError(f"no study {name!r} in {args.storage_shown}: run `kmnist-search status` "
                                      "to list the studies there")
         console.print(leaderboard_table(study))
         queued = queued_documented(study)
@@ -666,7 +685,7 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
-    from optuna_dashboard import run_server
+    from search.dashboard import serve_dashboard
 
     storage = open_storage(args.storage, must_exist=True)
     folder = artifact_dir(args.storage, args.artifact_dir)
@@ -674,9 +693,13 @@ def cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
         print(f"kmnist-search dashboard: warning: --host {args.host} serves beyond this machine, and "
               "optuna-dashboard has no login: anyone who reaches the port can edit notes and delete "
               "studies", file=sys.stderr)
-    console.print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {args.storage} "
+    console.print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {args.storage_shown} "
                   f"(artifacts: {folder}); Ctrl-C stops it", highlight=False)
-    run_server(storage, host=args.host, port=args.port, artifact_store=open_artifact_store(folder))
+    try:
+        serve_dashboard(storage, args.host, args.port, open_artifact_store(folder))
+    except OSError as error:
+        raise StorageError(f"cannot serve on {args.host}:{args.port} ({error.strerror}): choose another "
+                           "--port or stop what uses it") from None
     return 0
 
 
@@ -687,15 +710,6 @@ def check_output_path(path: Path, force: bool) -> None:
         raise ConfigError(f"folder {path.parent} does not exist: create it or choose another -o path")
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it may resolve to anything
-        return False
-
-
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
     from storage.configs import write_config
 
@@ -704,8 +718,8 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     storage = open_storage(args.storage, must_exist=True)
     study = find_study(storage, args.study)
     if study is None:
-        raise ExportError(f"no study {args.study!r} in {args.storage}: see `kmnist-search status "
-                          f"--storage {args.storage}`")
+        raise ExportError(f"no study {args.study!r} in {args.storage_shown}: see `kmnist-search status "
+                          f"--storage {args.storage_shown}`")
     if args.within_points is None:
         trials = choose_trials(study, args.trial, args.top)
     elif args.trial is not None or args.top != 1:
@@ -721,7 +735,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     for path in paths:  # check every target before writing any
         check_output_path(path, args.force)
     for trial, path in zip(trials, paths, strict=True):
-        write_config(export_config(study, trial, args.storage), path, fmt, force=args.force)
+        write_config(export_config(study, trial, args.storage_shown), path, fmt, force=args.force)
         console.print(f"wrote {path}: trial {trial.number}, validation accuracy {trial.value:.4f}",
                       highlight=False)
     console.print(f"next: kmnist-search retrain {paths[0]} --seeds 3", highlight=False)
@@ -742,8 +756,8 @@ def cmd_front(args: argparse.Namespace, console: Console) -> int:
     storage = open_storage(args.storage, must_exist=True)
     study = find_study(storage, args.study)
     if study is None:
-        raise FrontError(f"no study {args.study!r} in {args.storage}: see `kmnist-search status "
-                         f"--storage {args.storage}`")
+        raise FrontError(f"no study {args.study!r} in {args.storage_shown}: see `kmnist-search status "
+                         f"--storage {args.storage_shown}`")
     cost = COSTS[args.cost]
     trials = costed_trials(study, cost)
     front = pareto_front(trials, cost)
@@ -773,7 +787,7 @@ def cmd_front(args: argparse.Namespace, console: Console) -> int:
         console.print(f"cheapest within {args.within_points:g} points of the best ({best:.4f}): trial "
                       f"{pick.number}, validation accuracy {pick.value:.4f}, "
                       f"{format_cost(pick.user_attrs[cost.attr])} {cost.unit}; export it with "
-                      f"`kmnist-search export --study {study.study_name} --storage {args.storage} "
+                      f"`kmnist-search export --study {study.study_name} --storage {args.storage_shown} "
                       f"--trial {pick.number}`", highlight=False)
     return 0
 
@@ -782,10 +796,16 @@ def cmd_retrain(args: argparse.Namespace, console: Console) -> int:
     from storage.configs import read_config
 
     config = read_config(args.config)
-    _, params = checked_params(config)
-    provenance = config.get("provenance", {})
-    out = args.out or Path("runs") / f"{provenance.get('study', config['space'])}-trial" \
-        f"{provenance.get('trial', 'x')}"
+    try:
+        _, params = checked_params(config)
+    except (ConfigError, UnknownSpaceError) as error:
+        raise ConfigError(f"{args.config}: {error}") from None
+    if args.seeds > MAX_RETRAIN_SEEDS:
+        raise ConfigError(f"--seeds {args.seeds} is over {MAX_RETRAIN_SEEDS}: retrain fewer seeds")
+
+    from search.retrain import default_run_folder, legacy_models
+
+    out = args.out or default_run_folder(config)  # a path from the user, or a safe name under ./runs
     if (out / "metrics.json").exists() and not args.force:
         raise ConfigError(f"{out} already holds a retrained run: pass --force or choose another --out")
     try:
@@ -794,7 +814,7 @@ def cmd_retrain(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError(f"cannot create {out} ({error.strerror}): choose a writable --out") from None
 
     from objectives.training import resolve_device
-    from search.retrain import remove_legacy_models, train_and_test, write_run
+    from search.retrain import train_and_test, write_run
 
     if args.threads:
         import torch
@@ -804,49 +824,64 @@ def cmd_retrain(args: argparse.Namespace, console: Console) -> int:
     seeds = [config["seed"] + i for i in range(args.seeds)]
     console.print(f"retraining {config['space']} on {config['dataset']} for {config['epochs']} epochs, "
                   f"seeds {seeds}", highlight=False)
-    remove_legacy_models(out)
     results = train_and_test(config, params, data_dir, seeds, resolve_device(args.device), out)
     metrics = write_run(out, config, results, data_dir)
     acc = metrics["test_accuracy"]
     console.print(f"test accuracy {100 * acc['mean']:.2f}% ± {100 * acc['std']:.2f} over {len(seeds)} "
                   f"seeds; wrote {out}/model.safetensors, metrics.json, report.md, confusion_matrix.png, "
                   "learning_curve.png", highlight=False)
-    link_retrain_to_study(config, out, metrics, console)
+    for legacy in legacy_models(out):
+        console.print(f"note: {legacy} is a torch.save file an older version wrote; it is never loaded, "
+                      "but delete it before sharing the folder", highlight=False)
+    link_retrain_to_study(config, params, out, metrics, args, console)
     return 0
 
 
-def link_retrain_to_study(config: dict, out: Path, metrics: dict, console: Console) -> None:
-    """Note on the exported trial (and artifacts on its study) so the dashboard shows where it went."""
-    from search.evidence import append_note
+def link_retrain_to_study(config: dict, params: dict, out: Path, metrics: dict, args: argparse.Namespace,
+                          console: Console) -> None:
+    """Note on the exported trial (and artifacts on its study) so the dashboard shows where it
+    went. The storage is the user's --storage, never one named in the file; the trial must
+    be the one the file was exported from (same parameters)."""
+    from optuna.trial import TrialState
 
-    provenance = config.get("provenance", {})
-    if not {"storage", "study", "trial"} <= set(provenance):
+    from search.evidence import append_note
+    from search.export import trial_config
+
+    provenance = config.get("provenance") or {}
+    if not {"study", "trial"} <= set(provenance):
         return
+    where = f"study {provenance['study']!r} in {args.storage_shown}"
     try:
-        storage = open_storage(provenance["storage"], must_exist=True)
+        storage = open_storage(args.storage, must_exist=True)
         study = find_study(storage, provenance["study"])
     except StorageError as error:
-        console.print(f"warning: could not link the run to its study ({error})", highlight=False)
+        console.print(f"not linked to its study: {error}", highlight=False)
         return
-    if study is None:
-        console.print(f"warning: study {provenance['study']!r} is gone; the run is not linked")
+    trial = None if study is None else next(
+        (t for t in study.get_trials(deepcopy=False) if t.number == provenance["trial"]), None)
+    try:
+        same = trial is not None and trial.state == TrialState.COMPLETE and \
+            as_plain(trial_config(trial, get_space(config["space"]))) == as_plain(params)
+    except (ValueError, KeyError, TypeError, UnknownSpaceError):
+        same = False
+    if not same:
+        console.print(f"not linked: {where} holds no completed trial {provenance['trial']} with these "
+                      "parameters (pass the study's --storage to link the run)", highlight=False)
         return
-    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == provenance["trial"])
     acc = metrics["test_accuracy"]
     summary = {"run": str(out.resolve()), "test_accuracy_mean": acc["mean"], "test_accuracy_std": acc["std"],
                "seeds": metrics["seeds"]}
     study.set_user_attr(f"retrained_trial_{trial.number}", summary)
-    store = open_artifact_store(artifact_dir(provenance["storage"]))
+    store = open_artifact_store(artifact_dir(args.storage, args.artifact_dir))
     for name in ("report.md", "metrics.json", "confusion_matrix.png", "learning_curve.png"):
         attach(store, out / name, study)
-    append_note(study, trial, f"## Retrained\n\n{out.resolve()}: test accuracy "
+    append_note(study, trial, f"## Retrained\n\nRun folder `{out}`: test accuracy "
                               f"{100 * acc['mean']:.2f}% ± {100 * acc['std']:.2f} over "
                               f"{len(metrics['seeds'])} seeds (files attached to the study).")
+    console.print(f"linked to trial {trial.number} of {where}", highlight=False)
 
 
 def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
-    import json
-
     from objectives.data import load_raw, to_device
     from objectives.training import evaluate, resolve_device
     from search.retrain import load_saved_model, model_file, test_metrics
@@ -856,19 +891,12 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     if not model_path.exists() or not metrics_path.exists():
         raise ConfigError(f"{args.run} holds no {model_path.name} and metrics.json: give a folder "
                           "written by `kmnist-search retrain`")
-    try:
-        recorded = json.loads(metrics_path.read_text())
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"cannot read {metrics_path} ({error}): retrain to write a new run") from None
     device = resolve_device(args.device)
     model, saved = load_saved_model(model_path, device)
-    try:
-        data_dir = args.data_dir or Path(recorded["data_dir"])
-        expected = recorded["test_accuracy"]["per_seed"][str(saved.seed)]
-    except (KeyError, TypeError):
-        raise ConfigError(f"{metrics_path} lacks the data folder or seed {saved.seed}'s test accuracy: "
-                          "retrain to write a new run") from None
-    images, labels = load_raw(saved.config["dataset"], data_dir, train=False)
+    expected = recorded_accuracy(metrics_path, saved.seed)
+    # the data come from the user (--data-dir or the default), never from the run folder
+    images, labels = load_raw(saved.config["dataset"], args.data_dir or default_data_dir(), train=False,
+                              download=False)
     evaluation = evaluate(model, to_device(images, labels, saved.mean, saved.std, device))
     details = test_metrics(labels.numpy(), evaluation.predictions.numpy(), saved.num_classes,
                            saved.config["dataset"])
@@ -886,6 +914,29 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+MAX_METRICS_BYTES = 1_000_000
+
+
+def recorded_accuracy(metrics_path: Path, seed: int) -> float:
+    """The test accuracy a run's metrics.json records for `seed`, checked before it is used."""
+    import json
+
+    from objectives.schema import SchemaError, mapping, number
+
+    try:
+        if metrics_path.stat().st_size > MAX_METRICS_BYTES:
+            raise ValueError(f"over {MAX_METRICS_BYTES:,} bytes")
+        recorded = json.loads(metrics_path.read_text())
+        accuracy = mapping(mapping(recorded, "metrics")["test_accuracy"], "test_accuracy")
+        per_seed = mapping(accuracy["per_seed"], "test_accuracy.per_seed", max_keys=1000)
+        return number(per_seed[str(seed)], f"test_accuracy.per_seed.{seed}", 0, 1)
+    except (KeyError, TypeError, SchemaError):
+        raise ConfigError(f"{metrics_path} lacks seed {seed}'s test accuracy (a number from 0 to 1): "
+                          "retrain to write a new run") from None
+    except (OSError, ValueError, RecursionError) as error:
+        raise ConfigError(f"cannot read {metrics_path} ({error}): retrain to write a new run") from None
+
+
 def cmd_build_root(args: argparse.Namespace, console: Console) -> int:
     from objectives.data import build_root_from_test_images
 
@@ -897,9 +948,13 @@ def cmd_build_root(args: argparse.Namespace, console: Console) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console()
+    if getattr(args, "storage", None) == DEFAULT_STORAGE and os.environ.get(STORAGE_ENV):
+        args.storage = os.environ[STORAGE_ENV]  # keeps a URL with a password out of argv and `ps`
+    args.storage_shown = redact_url(args.storage) if getattr(args, "storage", None) else None
+    # names and values come from storages others can write: printed as they are, never as markup
+    console = Console(markup=False)
     if not console.is_terminal:  # logs and pipes: wide lines instead of folded tables
-        console = Console(width=200)
+        console = Console(width=200, markup=False)
     # our progress lines report failed trials (with their reason) without Optuna's tracebacks
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -916,7 +971,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             resolve_device(args.device)
         return commands[args.command](args, console)
     except USER_ERRORS as error:
-        print(f"kmnist-search {args.command}: error: {error}", file=sys.stderr)
+        print(f"kmnist-search {args.command}: error: {shown(str(error), args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if args.command in ("dashboard", "proxy"):
@@ -924,6 +979,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         resume = "; run the same command again to resume" if args.command in ("start", "worker") else ""
         print(f"kmnist-search {args.command}: interrupted{resume}", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug or an input no check foresaw: one line, not a traceback
+        if os.environ.get(DEBUG_ENV):
+            raise
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(f"kmnist-search {args.command}: unexpected error: {type(error).__name__}"
+              f"{': ' + shown(first, args) if first else ''} (set {DEBUG_ENV}=1 for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+def shown(text: str, args: argparse.Namespace) -> str:
+    """`text` with the storage URL's password masked, as every message shows it."""
+    return redact_text(text, args.storage) if getattr(args, "storage", None) else text
 
 
 if __name__ == "__main__":

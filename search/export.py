@@ -18,12 +18,12 @@ class ExportError(ValueError):
     """A study or trial that cannot be exported; the message says what to do."""
 
 
-def _plain(value: Any) -> Any:
+def as_plain(value: Any) -> Any:
     """JSON/YAML-friendly: tuples become lists, recursively."""
     if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
+        return [as_plain(v) for v in value]
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: as_plain(v) for k, v in value.items()}
     return value
 
 
@@ -76,7 +76,7 @@ def export_config(study: optuna.Study, trial: FrozenTrial, storage_url: str) -> 
         "space": space.name,
         "family": space.family,
         "dataset": study.user_attrs["dataset"],
-        "params": _plain(params),
+        "params": as_plain(params),
         "epochs": retrain_epochs(trial, params),
         "seed": int(settings.get("seed", 0)),
         "val_fraction": float(settings.get("val_fraction", 1 / 6)),
@@ -99,8 +99,12 @@ def checked_params(config: dict[str, Any]) -> tuple[SearchSpace, dict[str, Any]]
     if config["family"] != space.family:
         raise ConfigError(f"family {config['family']!r} does not match space {space.name!r} "
                           f"({space.family}): re-export the configuration")
-    params = {**space.fixed, **_space_value(config["params"])}
+    unknown = sorted(set(config["params"]) - space.declared)
+    if unknown:
+        raise ConfigError(f"params {', '.join(unknown)} are not parameters of space {space.name!r}: remove "
+                          f"them (its parameters: {', '.join(sorted(space.declared))})")
+    params = _space_value(config["params"])
     problems = space.problems(params)
     if problems:
         raise ConfigError(f"params do not fit space {space.name!r}: {'; '.join(problems)}")
-    return space, params
+    return space, {**params, **space.fixed}  # the space's own fixed values, equal but of its types

@@ -31,6 +31,18 @@ from storage.resilient import HEARTBEAT_ATTR, is_connection_error
 SERVER_THREADS = 16
 
 
+MAX_GRACE_S = 24 * 3600
+
+
+def valid_beat(beat: object) -> bool:
+    """A heartbeat as workers write it: a small mapping whose optional grace is 1 s to a day."""
+    if not isinstance(beat, dict) or len(beat) > 8:
+        return False
+    grace = beat.get("grace_s")
+    return grace is None or (isinstance(grace, (int, float)) and not isinstance(grace, bool)
+                             and 1 <= grace <= MAX_GRACE_S)
+
+
 class StaleTrialReaper:
     """Fails and requeues running trials whose heartbeat attribute stopped changing.
 
@@ -40,11 +52,15 @@ class StaleTrialReaper:
     """
 
     def __init__(self, rdb: optuna.storages.RDBStorage, grace_period: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 say: Callable[[str], None] = lambda line: print(f"kmnist-search proxy: {line}",
+                                                                 file=sys.stderr, flush=True)) -> None:
         self.rdb, self.grace_period, self.clock = rdb, grace_period, clock
         self.storage = optuna.storages.get_storage(rdb)
         self.seen: dict[int, tuple[object, float]] = {}  # trial id -> (beat, when it last changed)
         self.reaped: list[int] = []
+        self.warned: set[int] = set()  # trials whose malformed beat was reported
+        self.say = say
 
     def sweep(self) -> list[int]:
         """One look at every study's running trials; returns the numbers of the trials failed."""
@@ -55,20 +71,35 @@ class StaleTrialReaper:
                                                included_trial_ids=set(), trial_id_greater_than=-1)
             for trial in running_now:
                 running.add(trial._trial_id)
-                beat = trial.system_attrs.get(HEARTBEAT_ATTR)
-                last = self.seen.get(trial._trial_id)
-                if last is None or last[0] != beat:
-                    self.seen[trial._trial_id] = (beat, now)
-                    continue
-                if self._stale(trial, beat, now - last[1]) and \
-                        self._fail_and_requeue(frozen_study.study_name, trial._trial_id):
-                    failed.append(trial.number)
+                try:  # one bad trial (a forged beat, a broken attribute) never stops the sweep
+                    if self._check(frozen_study.study_name, trial, now):
+                        failed.append(trial.number)
+                except Exception as error:
+                    if is_connection_error(error):
+                        raise
+                    self.say(f"skipped trial {trial.number} of study {frozen_study.study_name!r}: {error!r}")
         self.seen = {key: value for key, value in self.seen.items() if key in running}
         self.reaped += failed
         return failed
 
+    def _check(self, study_name: str, trial: optuna.trial.FrozenTrial, now: float) -> bool:
+        """Whether this sweep failed and requeued `trial`."""
+        beat = trial.system_attrs.get(HEARTBEAT_ATTR)
+        if beat is not None and not valid_beat(beat):
+            if trial._trial_id not in self.warned:
+                self.warned.add(trial._trial_id)
+                self.say(f"trial {trial.number} of study {study_name!r} has a malformed heartbeat "
+                         f"{str(beat)[:80]!r}: judged by the proxy's grace period")
+            beat = {"bad": repr(beat)[:200]}  # still compared between sweeps, without its grace
+        last = self.seen.get(trial._trial_id)
+        if last is None or last[0] != beat:
+            self.seen[trial._trial_id] = (beat, now)
+            return False
+        return self._stale(trial, beat, now - last[1]) and self._fail_and_requeue(study_name, trial._trial_id)
+
     def _stale(self, trial: optuna.trial.FrozenTrial, beat: dict | None, unchanged_s: float) -> bool:
-        grace = beat.get("grace_s") or self.grace_period if beat else self.grace_period
+        grace = beat.get("grace_s") if beat else None  # valid_beat checked it, or it is None
+        grace = grace if isinstance(grace, (int, float)) else self.grace_period
         return unchanged_s > grace and (beat is not None or not self._has_native_heartbeat(trial))
 
     def forget(self) -> None:

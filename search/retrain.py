@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ from objectives.data import load_raw, pixel_stats, to_device
 from objectives.datasets import DATASET_CHOICES
 from objectives.errors import TensorFileError
 from objectives.models import build_model, model_config
-from objectives.tensor_files import load_tensor_file, save_tensor_file
+from objectives.schema import MAX_SEED, SchemaError, mapping, number, one_of, text, whole_number
+from objectives.tensor_files import TENSOR_KEY, TensorInfo, load_tensor_file, save_tensor_file, tensor_info
 from objectives.training import EpochResult, evaluate, seed_everything, train, train_settings
 from search.evidence import (
     class_names,
@@ -30,7 +31,11 @@ from search.evidence import (
     write_confusion_csv,
 )
 from search.export import checked_params
+from spaces.base import UnknownSpaceError
 from spaces.documented import ALL_EXPERIMENTS
+from storage.artifacts import safe_slug
+from storage.configs import OPTIONAL_KEYS, REQUIRED_KEYS, ConfigError, check_fields
+from storage.urls import redact_url
 
 MODEL_FORMAT = "kmnist-search-model/2"  # /1 was a torch.save file (model.pt)
 MODEL_SUFFIX = ".safetensors"
@@ -89,6 +94,9 @@ class SavedModelInfo:
     class_names: list[str]  # in label order
 
 
+SAVED_INFO_FIELDS = tuple(f.name for f in fields(SavedModelInfo))
+
+
 def save_model(path: Path, model: torch.nn.Module, info: SavedModelInfo) -> None:
     save_tensor_file(path, MODEL_FORMAT, {**asdict(info), "state_dict": model.state_dict()})
 
@@ -102,30 +110,103 @@ def model_file(run: Path) -> Path:
     return path
 
 
-def remove_legacy_models(run: Path) -> None:
-    """A run folder being rewritten keeps no torch.save model files (never loaded, but someone
-    else's tool might)."""
-    for path in (run / LEGACY_MODEL_FILE, *(run / "models").glob("seed-*.pt")):
-        path.unlink(missing_ok=True)
+def legacy_models(run: Path) -> list[Path]:
+    """torch.save model files an older version left in a run folder. They are never loaded, and
+    never deleted either: only the user can tell whether they are ours."""
+    return [path for path in (run / LEGACY_MODEL_FILE, *sorted((run / "models").glob("seed-*.pt")))
+            if path.is_file()]
+
+
+def default_run_folder(config: dict[str, Any]) -> Path:
+    """runs/<study>-trial<N> under the working folder, the study's name made a safe file name:
+    a configuration received from someone else must not choose where files are written."""
+    provenance = config.get("provenance") or {}
+    trial = provenance.get("trial")
+    name = safe_slug(str(provenance.get("study") or config["space"]))
+    folder = f"{name}-trial{trial}" if isinstance(trial, int) and not isinstance(trial, bool) else name
+    return Path("runs") / folder
+
+
+MAX_MODEL_PARAMS = 50_000_000  # far above any model of the spaces (the largest is ~2M)
 
 
 def load_saved_model(path: Path, device: torch.device) -> tuple[torch.nn.Module, SavedModelInfo]:
     """Rebuild a saved model; never executes anything from the file. TensorFileError (one line
-    naming the file and the fix) for any file that is not one `retrain` wrote."""
+    naming the file and the fix) for any file that is not one `retrain` wrote.
+
+    The metadata is checked against the schema and the model is built on the meta device
+    (no memory) first; every tensor's name, shape and dtype must match it before any weight
+    is read."""
+    built: dict[str, Any] = {}
+
+    def check(skeleton: dict[str, Any], infos: dict[str, TensorInfo]) -> None:
+        info, params = _checked_info(path, skeleton)
+        with torch.device("meta"):
+            model = build_model(model_config(info.config["family"], params, info.num_classes))
+        count = sum(p.numel() for p in model.parameters())
+        if count > MAX_MODEL_PARAMS:
+            raise TensorFileError(f"{path} describes a model of {count:,} parameters, over the "
+                                  f"{MAX_MODEL_PARAMS:,} allowed")
+        expected = {name: tensor_info(t) for name, t in model.state_dict().items()}
+        state = skeleton.get("state_dict")
+        if not isinstance(state, dict) or set(state) != set(expected):
+            raise TensorFileError(f"{path} does not hold a model its configuration describes (other "
+                                  "tensor names)")
+        for name, reference in state.items():
+            found = infos.get(reference.get(TENSOR_KEY)) if isinstance(reference, dict) else None
+            if found != expected[name]:
+                raise TensorFileError(f"{path} does not hold a model its configuration describes (tensor "
+                                      f"{name} is {found}, the model needs {expected[name]})")
+        built.update(info=info, params=params)
+
     try:
-        saved = load_tensor_file(path, MODEL_FORMAT)
-        state = saved.pop("state_dict")
-        info = SavedModelInfo(**saved)
-        _, params = checked_params(info.config)
-        model = build_model(model_config(info.config["family"], params, info.num_classes))
-        model.load_state_dict(state)
+        saved = load_tensor_file(path, MODEL_FORMAT, check)
+        model = build_model(model_config(built["info"].config["family"], built["params"],
+                                         built["info"].num_classes))
+        model.load_state_dict(saved["state_dict"])
     except TensorFileError as error:
         raise TensorFileError(f"{error}: {RETRAIN_FIX}") from None
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise TensorFileError(f"{path} does not hold a model its configuration describes "
                               f"({type(error).__name__}: {first}): {RETRAIN_FIX}") from None
-    return model.to(device), info
+    return model.to(device), built["info"]
+
+
+def _checked_info(path: Path, skeleton: dict[str, Any]) -> tuple[SavedModelInfo, dict[str, Any]]:
+    """The model file's metadata, every field checked, and the parameters of its configuration."""
+    try:
+        mapping(skeleton, "metadata", (*SAVED_INFO_FIELDS, "state_dict"))
+        missing = [name for name in SAVED_INFO_FIELDS if name not in skeleton]
+        if missing:
+            raise SchemaError("metadata", f"a mapping holding {', '.join(SAVED_INFO_FIELDS)}",
+                              f"no {', '.join(missing)}")
+        config = mapping(skeleton["config"], "config", (*REQUIRED_KEYS, *OPTIONAL_KEYS))
+        if not set(REQUIRED_KEYS) <= set(config):
+            raise SchemaError("config", f"a configuration holding {', '.join(REQUIRED_KEYS)}", "fewer keys")
+        check_fields(config)
+        num_classes = DATASET_CHOICES[config["dataset"]].num_classes
+        one_of(skeleton["num_classes"], "num_classes", (num_classes,))
+        info = SavedModelInfo(
+            config=config, seed=whole_number(skeleton["seed"], "seed", 0, MAX_SEED + 1000),
+            num_classes=num_classes, mean=number(skeleton["mean"], "mean", 0, 1),
+            std=number(skeleton["std"], "std", 0, 1, open_interval=True),
+            class_names=[text(n, "class_names", 64)
+                         for n in _short_list(skeleton["class_names"], num_classes)])
+    except SchemaError as error:
+        raise TensorFileError(f"{path} has metadata outside its schema ({error})") from None
+    try:
+        _, params = checked_params(config)
+    except (ConfigError, UnknownSpaceError) as error:
+        raise TensorFileError(f"{path} carries a configuration that does not fit its space ({error})"
+                              ) from None
+    return info, params
+
+
+def _short_list(value: Any, length: int) -> list:
+    if not isinstance(value, list) or len(value) != length:
+        raise SchemaError("class_names", f"a list of {length} names", value)
+    return value
 
 
 def test_metrics(labels: np.ndarray, predictions: np.ndarray, num_classes: int,
@@ -172,13 +253,21 @@ def write_run(out: Path, config: dict[str, Any], results: list[SeedResult], data
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n",
                                       encoding="utf-8")
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (out / "config.json").write_text(json.dumps(redacted(config), indent=2) + "\n")
     matrix = np.array(metrics["saved_model"]["confusion_matrix"])
     write_confusion_csv(matrix, out / "confusion_matrix.csv", metrics["saved_model"]["class_names"])
     for name, figure in run_figures(config, results).items():
         save_figure(figure, out / name)
     (out / "report.md").write_text(report_text(config, metrics), encoding="utf-8")
     return metrics
+
+
+def redacted(config: dict[str, Any]) -> dict[str, Any]:
+    """The configuration with the password of its provenance's storage URL masked."""
+    provenance = config.get("provenance") or {}
+    if not isinstance(provenance.get("storage"), str):
+        return config
+    return {**config, "provenance": {**provenance, "storage": redact_url(provenance["storage"])}}
 
 
 def run_figures(config: dict[str, Any], results: list[SeedResult]) -> dict[str, Figure]:

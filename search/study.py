@@ -17,7 +17,9 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from objectives.schema import MAX_EPOCHS, MAX_SEED, SchemaError, mapping, number, one_of, text, whole_number
 from spaces.base import DocumentedExperiment, SearchSpace
+from storage.artifacts import inside, safe_slug
 from storage.urls import storage_lock
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -75,6 +77,32 @@ def check_matches(study: optuna.Study, space: SearchSpace, dataset: str) -> None
                 f"study {study.study_name!r} was created with {key} {attrs[key]!r}, not "
                 f"{wanted!r}: use --{key} {attrs[key]} or another --study name"
             )
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def checked_search_settings(study: optuna.Study) -> dict:
+    """The settings `start` stored on the study, each field checked (anyone who reaches the
+    storage can change them); StudyMismatchError names the bad field."""
+    settings = study.user_attrs.get("search_settings")
+    try:
+        mapping(settings, "search_settings")
+        number(settings["val_fraction"], "val_fraction", 0, 1, open_interval=True)
+        whole_number(settings["seed"], "seed", 0, MAX_SEED)
+        text(settings["split_hash"], "split_hash", 128)
+        whole_number(settings["epochs"], "epochs", 1, MAX_EPOCHS)
+        one_of(settings["pruner"], "pruner", PRUNERS)
+        whole_number(settings["target"], "target", 1, 10**7)
+        if settings.get("precision") is not None:
+            one_of(settings["precision"], "precision", PRECISIONS)
+    except SchemaError as error:
+        raise StudyMismatchError(f"study {study.study_name!r} has damaged search settings ({error}): "
+                                 "start a new study") from None
+    except KeyError as error:
+        raise StudyMismatchError(f"study {study.study_name!r} has search settings without {error}: "
+                                 "start a new study") from None
+    return dict(settings)
 
 
 def study_precision(study: optuna.Study | None, requested: str | None) -> str:
@@ -155,19 +183,25 @@ def resume_interrupted(study: optuna.Study) -> int:
 class CheckpointPaths:
     """One checkpoint file per trial lineage: a retry resumes its original trial's file.
 
-    As a study.optimize callback it deletes the file of a trial once the trial's end is
-    stored, not before: a worker killed between the two leaves a retry that replays the
-    saved epochs instead of training them again."""
+    Paths are built from integers and a safe slug of the study's name, and checked to stay
+    inside the checkpoint folder: a study name or trial attribute (which anyone who reaches
+    the storage can set) never picks a path. As a study.optimize callback it deletes the file
+    of a trial once the trial's end is stored, not before: a worker killed between the two
+    leaves a retry that replays the saved epochs instead of training them again."""
 
     def __init__(self, folder: Path, study: optuna.Study) -> None:
-        self.folder, self.study = Path(folder) / study.study_name, study
+        self.root, self.study = Path(folder), study
+        self.folder = self.root / safe_slug(study.study_name)
 
     def __call__(self, trial: optuna.Trial) -> Path:
         system_attrs = self.study._storage.get_trial_system_attrs(trial._trial_id)
         return self._path(system_attrs, trial.number)
 
     def _path(self, system_attrs: dict, number: int) -> Path:
-        return self.folder / f"trial-{system_attrs.get('failed_trial', number)}.safetensors"
+        lineage = system_attrs.get("failed_trial", number)
+        if isinstance(lineage, bool) or not isinstance(lineage, int) or not 0 <= lineage <= number:
+            lineage = number  # a forged attribute: this trial's own file
+        return inside(self.root, self.folder.name, f"trial-{lineage}.safetensors")
 
     def discard_finished(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.state in FINISHED:

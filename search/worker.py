@@ -25,6 +25,7 @@ from search.progress import SearchProgress
 from search.study import CheckpointPaths, run_until
 from spaces.base import SearchSpace
 from storage.artifacts import open_artifact_store
+from storage.urls import STORAGE_ENV
 
 
 @dataclass(frozen=True)
@@ -69,16 +70,20 @@ def spawn_workers(count: int, study_name: str, storage_url: str, target: int, th
                   data_dir: Path, device: str, artifact_dir: Path, heartbeat_interval: int,
                   grace_period: int, deadline: float | None = None,
                   retry_for: float | None = None) -> list[subprocess.Popen]:
-    """Extra worker processes on this machine (processes, not threads: training holds the GIL)."""
-    command = [sys.executable, "-m", "search.cli", "worker", "--study", study_name, "--storage",
-               storage_url, "--trials", str(target), "--threads", str(threads), "--data-dir",
+    """Extra worker processes on this machine (processes, not threads: training holds the GIL).
+
+    The storage URL travels in the environment, not argv, where `ps` would show its password;
+    `python -I` keeps a `search/` folder in the working directory from replacing ours."""
+    command = [sys.executable, "-I", "-m", "search.cli", "worker", "--study", study_name,
+               "--trials", str(target), "--threads", str(threads), "--data-dir",
                str(data_dir), "--device", device, "--artifact-dir", str(artifact_dir), "--quiet",
                "--heartbeat-interval", str(heartbeat_interval), "--grace-period", str(grace_period)]
     if deadline is not None:
         command += ["--deadline", str(deadline)]
     if retry_for is not None:
         command += ["--retry-for", str(retry_for)]
-    return [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, STORAGE_ENV: storage_url}
+    return [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
             for _ in range(count)]
 
 

@@ -58,7 +58,7 @@ class FloatParam:
         return {self.name: float(value)}
 
     def contains(self, value: Any) -> bool:
-        return isinstance(value, (int, float)) and self.low <= value <= self.high
+        return _is_number(value) and self.low <= value <= self.high
 
     def describe(self) -> str:
         return f"{self.low:g} .. {self.high:g}" + (" (log)" if self.log else "")
@@ -78,7 +78,7 @@ class IntParam:
         return {self.name: int(value)}
 
     def contains(self, value: Any) -> bool:
-        return isinstance(value, int) and self.low <= value <= self.high
+        return _is_whole(value) and self.low <= value <= self.high
 
     def describe(self) -> str:
         return f"{self.low} .. {self.high}" + (" (log)" if self.log else "")
@@ -129,7 +129,7 @@ class OptionalLogFloatParam:
         return {self.switch: True, self.name: float(value)}
 
     def contains(self, value: Any) -> bool:
-        return isinstance(value, (int, float)) and (value == 0 or self.low <= value <= self.high)
+        return _is_number(value) and (value == 0 or self.low <= value <= self.high)
 
     def describe(self) -> str:
         return f"none or {self.low:g} .. {self.high:g} (log)"
@@ -150,7 +150,8 @@ class WidthsParam:
         return {self.name: format_widths(value)}
 
     def contains(self, value: Any) -> bool:
-        return tuple(value) in self.choices
+        return (isinstance(value, (tuple, list)) and all(map(_is_whole, value))
+                and tuple(value) in self.choices)
 
     def describe(self) -> str:
         return "{" + ", ".join(format_widths(c) for c in self.choices) + "}"
@@ -179,13 +180,25 @@ class LayerWidthsParam:
         return {self.depth_name: len(value), **{f"width_{i}": w for i, w in enumerate(value, 1)}}
 
     def contains(self, value: Any) -> bool:
-        return self.min_layers <= len(value) <= self.max_layers and all(w in self.widths for w in value)
+        return (isinstance(value, (tuple, list)) and self.min_layers <= len(value) <= self.max_layers
+                and all(_is_whole(w) and w in self.widths for w in value))
 
     def describe(self) -> str:
         return f"{self.min_layers}..{self.max_layers} layers, each of {{{', '.join(map(str, self.widths))}}}"
 
 
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 POOL_LABEL = re.compile(r"(max|avg)(\d+)s(\d+)")
+
+
+BLOCK_KEYS = frozenset({"channels", "kernel_size", "padding", "pool", "pool_kernel", "pool_stride"})
 
 
 def pool_label(block: Mapping[str, Any]) -> str:
@@ -245,8 +258,11 @@ class ConvStackParam:
         return params
 
     def contains(self, value: Any) -> bool:
-        return self.min_blocks <= len(value) <= self.max_blocks and all(
-            b["channels"] in self.channels and b["kernel_size"] in self.kernels
+        return isinstance(value, (tuple, list)) and self.min_blocks <= len(value) <= self.max_blocks and all(
+            isinstance(b, Mapping) and set(b) <= BLOCK_KEYS and {"channels", "kernel_size"} <= set(b)
+            and all(_is_whole(b[k]) for k in ("channels", "kernel_size", "padding", "pool_kernel",
+                                                "pool_stride") if k in b)
+            and b["channels"] in self.channels and b["kernel_size"] in self.kernels
             and b.get("padding", 0) == b["kernel_size"] // 2 and pool_label(b) in self.pools
             for b in value
         )
@@ -352,6 +368,11 @@ class SearchSpace:
             params.update(p.trial_params(config[p.name]))
         return params
 
+    @property
+    def declared(self) -> frozenset[str]:
+        """The configuration keys this space defines: its parameters and its fixed settings."""
+        return frozenset(p.name for p in self.params) | frozenset(self.fixed)
+
     def problems(self, config: Mapping[str, Any]) -> list[str]:
         """Why `config` lies outside this space; empty when it lies inside."""
         config = {**self.defaults, **config}
@@ -359,9 +380,16 @@ class SearchSpace:
         for p in self.params:
             if p.name not in config:
                 found.append(f"{p.name} missing")
-            elif not p.contains(config[p.name]):
+            elif not _contains(p, config[p.name]):
                 found.append(f"{p.name}={config[p.name]!r} outside {p.describe()}")
         for name, value in self.fixed.items():
             if name in config and config[name] != value:
                 found.append(f"{name}={config[name]!r} but this space fixes {value!r}")
         return found
+
+
+def _contains(param: Param, value: Any) -> bool:
+    try:
+        return param.contains(value)
+    except (TypeError, ValueError, KeyError, AttributeError):  # a value of the wrong shape
+        return False

@@ -9,12 +9,13 @@ a database, so that many workers share the proxy's few database connections.
 from __future__ import annotations
 
 import fcntl
+import re
 import sqlite3
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import optuna
 import sqlalchemy
@@ -29,8 +30,36 @@ PROXY_PREFIX = "grpc://"
 PROXY_CONNECT_TIMEOUT_S = 5.0
 
 
+STORAGE_ENV = "KMNIST_SEARCH_STORAGE"  # a URL kept out of argv, shell history and `ps`
+USERINFO_PASSWORD = re.compile(r"(//[^/@:]*):[^/@]*@")
+
+
 class StorageError(RuntimeError):
     """A storage URL or file that cannot be used; the message says why and what to do."""
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by ***: the form every message, file and log shows.
+
+    The password belongs in PGPASSWORD or ~/.pgpass, not in a URL others may see."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except Exception:  # not a database URL (grpc://, a typo): mask what looks like a password
+        return USERINFO_PASSWORD.sub(r"\1:***@", url)
+    return parsed.render_as_string(hide_password=True) if parsed.password else url
+
+
+def redact_text(text: str, url: str) -> str:
+    """`text` with the password of `url` (if any) masked wherever it appears."""
+    try:
+        password = sqlalchemy.engine.make_url(url).password
+    except Exception:
+        match = USERINFO_PASSWORD.search(url)
+        password = match.group(0)[len(match.group(1)) + 1:-1] if match else None
+    text = text.replace(url, redact_url(url))
+    for secret in {str(password), quote(str(password), safe="")} if password else ():
+        text = text.replace(secret, "***")
+    return text
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -50,8 +79,8 @@ def proxy_address(url: str) -> tuple[str, int] | None:
     except ValueError:
         port = None
     if not parsed.hostname or port is None or parsed.path not in ("", "/"):
-        raise StorageError(f"storage URL {url!r} is not a proxy address: use grpc://HOST:PORT, the "
-                           "address `kmnist-search proxy` prints")
+        raise StorageError(f"storage URL {redact_url(url)!r} is not a proxy address: use grpc://HOST:PORT, "
+                           "the address `kmnist-search proxy` prints")
     return parsed.hostname, port
 
 
@@ -81,13 +110,14 @@ def check_storage_url(url: str) -> None:
     scheme = urlparse(url).scheme.split("+")[0]
     if scheme not in SUPPORTED_SCHEMES or "://" not in url:
         raise StorageError(
-            f"storage URL {url!r} is not supported: use sqlite:///FILE.db, "
+            f"storage URL {redact_url(url)!r} is not supported: use sqlite:///FILE.db, "
             "postgresql://USER:PASSWORD@HOST/DB or grpc://HOST:PORT (a kmnist-search proxy)"
         )
     path = sqlite_path(url)
     if scheme == "sqlite" and (path is None or str(path) in ("", ":memory:")):
         raise StorageError(
-            f"storage URL {url!r} names no file: use sqlite:///FILE.db (a path after three slashes)"
+            f"storage URL {redact_url(url)!r} names no file: use sqlite:///FILE.db (a path after three "
+            "slashes)"
         )
     if path is not None:
         _check_sqlite_file(path)
@@ -189,4 +219,4 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
             )
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError, RuntimeError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise StorageError(f"cannot open storage {url}: {first_line}") from None
+        raise StorageError(redact_text(f"cannot open storage {url}: {first_line}", url)) from None

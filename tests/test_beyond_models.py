@@ -20,8 +20,10 @@ from objectives.models import (
     model_config,
 )
 from objectives.training import (
+    Checkpoint,
     TrainSettings,
     evaluate,
+    file_sha256,
     make_optimizer,
     make_scheduler,
     seed_everything,
@@ -245,9 +247,11 @@ def test_resume_from_checkpoint_continues_schedule_and_augmentation_exactly(data
         except KeyboardInterrupt:
             return None
 
+    digests = []
     straight = run(None)
-    assert run(tmp_path / "c.safetensors", stop_after=2) is None
-    resumed = run(tmp_path / "c.safetensors")
+    assert run(Checkpoint(tmp_path / "c.safetensors", on_saved=digests.append), stop_after=2) is None
+    assert len(digests) == 2 and digests[-1] == file_sha256(tmp_path / "c.safetensors")
+    resumed = run(Checkpoint(tmp_path / "c.safetensors", digests[-1]))
     assert [r.restored for r in resumed] == [True, True, False, False]
     assert [r.val_loss for r in resumed] == [r.val_loss for r in straight]  # bit for bit
 

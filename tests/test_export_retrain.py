@@ -36,7 +36,8 @@ def test_search_export_retrain_evaluate(searched, synthetic_root):
     assert config["provenance"]["split_hash"] and config["provenance"]["versions"]["torch"]
 
     retrained = run_cli("retrain", "best.json", "--seeds", "2", "--out", "runs/best",
-                        "--data-dir", str(synthetic_root), cwd=searched)
+                        "--data-dir", str(synthetic_root), "--storage", f"sqlite:///{searched / 'k.db'}",
+                        cwd=searched)
     assert retrained.returncode == 0, retrained.stderr
     run = searched / "runs" / "best"
     for name in ("model.safetensors", "metrics.json", "report.md", "confusion_matrix.png",
@@ -53,7 +54,7 @@ def test_search_export_retrain_evaluate(searched, synthetic_root):
     report = (run / "report.md").read_text()
     assert "± " in report and "validation accuracy" in report and "documented" in report
 
-    evaluated = run_cli("evaluate", "runs/best", cwd=searched)
+    evaluated = run_cli("evaluate", "runs/best", "--data-dir", str(synthetic_root), cwd=searched)
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"{100 * per_seed['0']:.2f}%" in evaluated.stdout and "matches" in evaluated.stdout
 

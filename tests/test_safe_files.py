@@ -165,8 +165,8 @@ def test_evaluate_refuses_a_model_pt_of_the_old_layout_without_loading_it(retrai
 
 
 @pytest.mark.slow
-def test_retrain_over_an_old_run_never_loads_its_files_and_removes_them(retrained, synthetic_root,
-                                                                         tmp_path):
+def test_retrain_over_an_old_run_never_loads_nor_deletes_its_files_and_names_them(retrained, synthetic_root,
+                                                                                   tmp_path):
     run = retrained / "runs" / "old"
     marker = tmp_path / "code-ran"
     write_payload(run / "model.pt", marker)
@@ -176,8 +176,11 @@ def test_retrain_over_an_old_run_never_loads_its_files_and_removes_them(retraine
                      "--data-dir", str(synthetic_root), cwd=retrained)
     assert result.returncode == 0, result.stderr
     assert not marker.exists()
-    assert not (run / "model.pt").exists() and not (run / "models" / "seed-0.pt").exists()
-    evaluated = run_cli("evaluate", "runs/old", cwd=retrained)
+    # files the product cannot prove it wrote are named for the user, never deleted
+    assert (run / "model.pt").exists() and (run / "models" / "seed-0.pt").exists()
+    assert f"note: {Path('runs/old/model.pt')} is a torch.save file" in result.stdout
+    assert f"note: {Path('runs/old/models/seed-0.pt')} is a torch.save file" in result.stdout
+    evaluated = run_cli("evaluate", "runs/old", "--data-dir", str(synthetic_root), cwd=retrained)
     assert evaluated.returncode == 0 and "matches" in evaluated.stdout  # the new file, bit for bit
 
 
@@ -208,7 +211,8 @@ def test_a_resumed_trial_refuses_unsafe_checkpoints_and_restarts_from_epoch_0(tm
     retries = {t.system_attrs["failed_trial"]: t for t in trials if "failed_trial" in t.system_attrs}
     assert retries[first].user_attrs["checkpoint_error"].endswith("the trial restarts from epoch 0")
     assert "predates the safe checkpoint format" in retries[first].user_attrs["checkpoint_error"]
-    assert "not a readable safetensors file" in retries[second].user_attrs["checkpoint_error"]
+    # a file the trial never wrote (no digest recorded on it) is not even parsed
+    assert "is not the checkpoint this trial wrote" in retries[second].user_attrs["checkpoint_error"]
     for retry in retries.values():
         assert retry.state == optuna.trial.TrialState.COMPLETE
         assert "resumed_from_epoch" not in retry.user_attrs
