@@ -316,6 +316,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pick_options(export, "export the cheapest trial within X percentage points of the best "
                       "validation accuracy (see `kmnist-search front`)")
 
+    reeval = commands.add_parser(
+        "reevaluate", help="cross-validate the top trials and pick by the mean (export then uses the pick)")
+    reeval.add_argument("--study", required=True, help="study name")
+    reeval.add_argument("--storage", default=DEFAULT_STORAGE, help="the study's storage URL")
+    reeval.add_argument("--top", type=_whole_number(1, 100), default=5,
+                        help="how many of the best completed trials to re-evaluate")
+    reeval.add_argument("--folds", type=_whole_number(2, 20), default=3,
+                        help="stratified folds of the whole training set, one training run each")
+    reeval.add_argument("--data-dir", type=Path, default=None,
+                        help="dataset root (default: $KMNIST_SEARCH_DATA or ~/.cache/kmnist-search)")
+    reeval.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda[:N]")
+    reeval.add_argument("--threads", type=_positive_int, default=None,
+                        help="torch threads (default: torch's)")
+
     front = commands.add_parser(
         "front", help="the completed trials no other beats on both validation accuracy and a cost, "
         "as a table and a figure attached to the study")
@@ -677,6 +691,11 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
             raise StudyMismatchError(f"no study {name!r} in {args.storage_shown}: run `kmnist-search status` "
                                      "to list the studies there")
         console.print(leaderboard_table(study))
+        from search.reevaluate import describe_pick, stored_pick
+
+        pick = stored_pick(study)
+        if pick is not None:
+            console.print(describe_pick(pick), highlight=False)
         queued = queued_documented(study)
         if queued:
             console.print(f"{queued} documented experiment{'s' if queued > 1 else ''} still queued "
@@ -720,7 +739,13 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     if study is None:
         raise ExportError(f"no study {args.study!r} in {args.storage_shown}: see `kmnist-search status "
                           f"--storage {args.storage_shown}`")
-    if args.within_points is None:
+    from search.reevaluate import describe_pick, stored_pick
+
+    pick = stored_pick(study) if args.trial is None and args.top == 1 and args.within_points is None else None
+    if pick is not None:
+        trials = choose_trials(study, pick["trial"], 1)
+        console.print(f"exporting the {describe_pick(pick)}; --trial N exports another", highlight=False)
+    elif args.within_points is None:
         trials = choose_trials(study, args.trial, args.top)
     elif args.trial is not None or args.top != 1:
         raise ExportError("--within-points picks the trial itself: leave out --trial and --top")
@@ -739,6 +764,58 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
         console.print(f"wrote {path}: trial {trial.number}, validation accuracy {trial.value:.4f}",
                       highlight=False)
     console.print(f"next: kmnist-search retrain {paths[0]} --seeds 3", highlight=False)
+    return 0
+
+
+def cmd_reevaluate(args: argparse.Namespace, console: Console) -> int:
+    from search.reevaluate import describe_pick, fold_splits, reevaluate, stored_pick
+
+    storage = open_storage(args.storage, must_exist=True)
+    study = find_study(storage, args.study)
+    if study is None:
+        raise StudyMismatchError(f"no study {args.study!r} in {args.storage_shown}: see `kmnist-search "
+                                 f"status --storage {args.storage_shown}`")
+    settings = checked_search_settings(study)
+    space, dataset = get_space(str(study.user_attrs.get("space"))), str(study.user_attrs.get("dataset"))
+    if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) == []:
+        raise ExportError(f"study {args.study!r} has no completed trial to re-evaluate: run `start` first")
+
+    import torch
+
+    from objectives.cross_validation import fold_accuracies
+    from objectives.data import load_raw
+    from objectives.datasets import DATASET_CHOICES
+    from objectives.training import resolve_device, resolve_precision
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    precision = resolve_precision(study_precision(study, None), device)
+    images, labels = load_raw(dataset, args.data_dir or default_data_dir(), train=True)
+    splits = fold_splits(labels.numpy(), args.folds, settings["seed"])
+    console.print(f"re-evaluating the top {args.top} trials of {args.study!r}: {args.folds} folds of "
+                  f"{len(labels):,} {dataset} images each, on {device} in {precision}", highlight=False)
+
+    def cross_validate(params: dict, epochs: int, seed: int) -> list[float]:
+        return fold_accuracies(space.family, params, epochs, seed, images, labels,
+                               DATASET_CHOICES[dataset].num_classes, splits, device, precision)
+
+    def report(result) -> None:
+        console.print(f"trial {result.trial}: {100 * result.mean:.2f}% ± {100 * result.std:.2f} over folds "
+                      f"(validation split {100 * result.validation_accuracy:.2f}%, {result.seconds:.0f} s)",
+                      highlight=False)
+
+    results = reevaluate(study, space, cross_validate, args.top, settings["seed"], report)
+    table = Table(title=f"study {study.study_name}: top {len(results)} trials by mean over folds")
+    for column in ("trial", "mean over folds", "std", "validation split", "epochs", "seconds"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(str(r.trial), f"{r.mean:.4f}", f"{r.std:.4f}", f"{r.validation_accuracy:.4f}",
+                      str(r.epochs), f"{r.seconds:.0f}")
+    console.print(table)
+    console.print(describe_pick(stored_pick(study)), highlight=False)
+    console.print(f"next: kmnist-search export --study {args.study} --storage {args.storage_shown} "
+                  "-o best.json (exports the pick)", highlight=False)
     return 0
 
 
@@ -962,7 +1039,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "start": cmd_start, "worker": cmd_worker, "replay": cmd_replay, "export": cmd_export,
         "retrain": cmd_retrain, "evaluate": cmd_evaluate, "dashboard": cmd_dashboard,
         "status": cmd_status, "build-root": cmd_build_root, "front": cmd_front, "proxy": cmd_proxy,
-        "spaces": lambda _, console: cmd_spaces(console),
+        "spaces": lambda _, console: cmd_spaces(console), "reevaluate": cmd_reevaluate,
     }
     try:
         if getattr(args, "device", "auto").startswith("cuda"):  # before anything is created
