@@ -15,11 +15,14 @@ images) through the real command line: `kmnist-search start` -> `export` -> `ret
     .venv/bin/python benchmarks/official_test.py --arms knn        # one arm
     .venv/bin/python benchmarks/official_test.py --space mlp_regularisation --seeds 0 --arms documented
     .venv/bin/python benchmarks/official_test.py --only-analyse    # rebuild the results from the runs
-    .venv/bin/python benchmarks/official_test.py --minutes 0.1 --epochs 1   # smoke (temp folder)
+    .venv/bin/python benchmarks/official_test.py --minutes 1 --epochs 1     # smoke (temp folder)
 
-Resumable: each run writes results/official_test/runs/NAME.json (SPACE-ARM-seed-S.json;
-optuna_example-15min-seed-S.json; knn-seed-0.json) and an existing file is not run again.
-Every search and retrain is one process with one torch thread; two run side by side.
+The budget is `start --timeout`, counted from the command's start as a user's is: a budget
+shorter than start-up (imports, data; tens of seconds on a loaded machine) runs no trial, and
+that run fails. Resumable: each run writes results/official_test/runs/NAME.json
+(SPACE-ARM-seed-S.json; optuna_example-15min-seed-S.json; knn-seed-0.json) and an existing
+file is not run again. Every search and retrain is one process with one torch thread; two run
+side by side.
 """
 
 from __future__ import annotations
