@@ -513,20 +513,22 @@ def copy_root(source: Path, target: Path) -> Path:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--space", default=",".join(SPACES), help="comma-separated spaces")
-    p.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms: " + ", ".join(ARMS))
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--space", default=",".join(SPACES), help="comma-separated spaces (default: all)")
+    p.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms (default: all of "
+                   + ", ".join(ARMS) + ")")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: per arm, "
                    + "; ".join(f"{a} {','.join(map(str, s))}" for a, s in SEEDS.items()) + ")")
     p.add_argument("--minutes", type=float, default=None,
                    help="search budget per run for every space (default: 15 for MLP spaces, 45 for CNN); "
-                        "with --epochs, a smoke run that writes to a temporary folder")
-    p.add_argument("--epochs", type=int, default=None, help="cap epochs per trial and replay (smoke runs)")
-    p.add_argument("--parallel", type=int, default=PARALLEL, help="runs side by side")
+                        "with it or --epochs and no --out-dir, a smoke run into a temporary folder")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="cap the epochs of every trial and replay, for smoke runs (default: the space's)")
+    p.add_argument("--parallel", type=int, default=PARALLEL, help=f"runs side by side (default {PARALLEL})")
     p.add_argument("--only-analyse", "--analyse", action="store_true",
                    help="only rebuild official_test.json/.md/.png from the run files")
-    p.add_argument("--source", type=Path, default=SOURCE, help="KMNIST root to copy the data from")
+    p.add_argument("--source", type=Path, default=SOURCE,
+                   help=f"KMNIST root to copy the data from (default {SOURCE})")
     p.add_argument("--out-dir", type=Path, default=None, help=f"results folder (default {OUT})")
     p.add_argument("--job", help=argparse.SUPPRESS)
     p.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
@@ -542,9 +544,9 @@ def main() -> None:
         for name, given, known in (("space", spaces, SPACES), ("arm", arms, ARMS)):
             unknown = sorted(set(given) - set(known))
             if unknown:
-                raise SystemExit(f"unknown {name} {', '.join(unknown)}: use {', '.join(known)}")
+                p.error(f"unknown {name} {', '.join(unknown)}: use {', '.join(known)}")
         if not (args.source / "KMNIST" / "raw").is_dir():
-            raise SystemExit(f"no KMNIST root at {args.source}: give --source (see ../shared/data/README)")
+            p.error(f"no KMNIST root at {args.source}: give --source a folder holding KMNIST/raw")
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
         todo = [job for job in planned(spaces, arms, seeds, args.minutes)
                 if not (out / "runs" / f"{job['name']}.json").exists()]
