@@ -104,21 +104,22 @@ positive_int = whole_number(1)
 port = whole_number(1, 65535)
 
 
-def fraction(text: str) -> float:
+def number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def fraction(text: str) -> float:
+    value = number(text)
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must lie between 0 and 1, got {value}")
     return value
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = number(text)
     if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
@@ -126,10 +127,7 @@ def positive_float(text: str) -> float:
 
 def points(text: str) -> float:
     """Percentage points of accuracy, 0 to 100."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = number(text)
     if not 0 <= value <= 100:
         raise argparse.ArgumentTypeError(f"must lie between 0 and 100 percentage points, got {text}")
     return value
@@ -155,10 +153,10 @@ def split_duration(text: str, bare_unit: str = "s") -> tuple[float, bool]:
     unit = stripped[-1:].lower()
     written = unit in UNIT_SECONDS
     try:
-        number = float(stripped[:-1] if written else stripped)
+        value = float(stripped[:-1] if written else stripped)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not {DURATION_FORM}") from None
-    return number * UNIT_SECONDS[unit if written else bare_unit], written
+    return value * UNIT_SECONDS[unit if written else bare_unit], written
 
 
 def positive_seconds(seconds: float, text: str) -> float:
