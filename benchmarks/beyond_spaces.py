@@ -48,7 +48,7 @@ def start_search(space: str, root: Path, folder: Path, minutes: float, threads: 
                  epochs: int | None) -> subprocess.Popen:
     folder.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "search.cli", "start", "--space", space, "--trials", "10000",
-               "--timeout", str(minutes), "--threads", str(threads), "--data-dir", str(root),
+               "--timeout", f"{minutes:g}m", "--threads", str(threads), "--data-dir", str(root),
                "--storage", f"sqlite:///{folder / 'search.db'}"]
     if epochs is not None:
         command += ["--epochs", str(epochs)]
@@ -94,7 +94,7 @@ def retrain(space: str, folder: Path, root: Path, trial: int, name: str, threads
         str(trial), "-o", str(config), "--force", log=log)
     run = folder / f"run-{name}"
     started = time.perf_counter()
-    cli("retrain", str(config), "--seeds", str(seeds), "--out", str(run), "--data-dir", str(root),
+    cli("retrain", str(config), "--seeds", str(seeds), "-o", str(run), "--data-dir", str(root),
         "--force", "--threads", str(threads), log=log)
     metrics = json.loads((run / "metrics.json").read_text())
     accuracy = metrics["test_accuracy"]
@@ -141,7 +141,7 @@ def main() -> None:
     root = args.out / "root"
     args.out.mkdir(parents=True, exist_ok=True)
     if not (root / "KMNIST").exists():
-        cli("build-root", "--source", str(args.source), "--out", str(root), "--test-fraction", "0.2",
+        cli("build-root", "--source", str(args.source), "-o", str(root), "--test-fraction", "0.2",
             log=args.out / "build-root.log")
     started = time.perf_counter()
     searches = {space: start_search(space, root, args.out / space, minutes, args.threads, epochs)

@@ -74,7 +74,7 @@ def cli(*args: str, log: Path, check: bool = True) -> subprocess.CompletedProces
 def search_command(study: str, space: str, budget: int | None, options: tuple[str, ...], storage: str,
                    root: Path, minutes: float, threads: int, quick: bool) -> list[str]:
     command = kmnist_search("start", "--space", space, "--study", study, "--trials", "10000", "--timeout",
-                            str(minutes), "--threads", str(threads), "--data-dir", str(root),
+                            f"{minutes:g}m", "--threads", str(threads), "--data-dir", str(root),
                             "--storage", storage, *options)
     if budget is not None:
         command += ["--max-params", str(budget)]
@@ -180,7 +180,7 @@ def retrain_pair(storage: str, picks: dict[str, tuple[str, int]], root: Path, fo
         configs[name] = folder / f"{name}.json"
         cli("export", "--study", study, "--storage", storage, "--trial", str(trial), "-o", str(configs[name]),
             "--force", log=log)
-        commands.append(kmnist_search("retrain", str(configs[name]), "--seeds", str(seeds[name]), "--out",
+        commands.append(kmnist_search("retrain", str(configs[name]), "--seeds", str(seeds[name]), "-o",
                                       str(folder / f"run-{name}"), "--data-dir", str(root), "--force",
                                       "--threads", str(threads)))
         logs.append(folder / f"retrain-{name}.log")

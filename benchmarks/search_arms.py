@@ -214,7 +214,7 @@ def retrain_one(arm_name: str, seed: int, run_file: Path, data_dir: Path, out: P
         path.write_text(json.dumps(config))
         command = [sys.executable, "-m", "search.cli", "retrain", str(path), "--seeds", "1",
                    "--data-dir", str(data_dir), "--device", "cpu", "--threads", "1",
-                   "--out", str(Path(tmp) / "run")]
+                   "-o", str(Path(tmp) / "run")]
         subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
         metrics = json.loads((Path(tmp) / "run" / "metrics.json").read_text())
     out.parent.mkdir(parents=True, exist_ok=True)

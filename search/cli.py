@@ -1,5 +1,6 @@
-"""`kmnist-search`: the command line.
+"""`kmnist-search`: the command line, one function per command.
 
+The options' vocabulary (types, units, shared options) lives in `search.cli_options`.
 Every option is checked before any work starts; users see one line naming the problem
 and the fix, never a traceback.
 """
@@ -20,19 +21,45 @@ from rich.table import Table
 from rich.text import Text
 
 from objectives.budget import Budget, format_cost
-from objectives.datasets import DATASET_NAMES, SOURCES, DataUnavailableError, default_data_dir
+from objectives.datasets import SOURCES, DataUnavailableError, default_data_dir
 from objectives.errors import DeviceUnavailableError, TensorFileError
 from search.budget import UnmeetableBudgetError, record_budget, settled_budget
+from search.cli_options import (
+    DeprecatedSpelling,
+    OneLineParser,
+    TimeoutAction,
+    add_artifact_dir_option,
+    add_budget_options,
+    add_data_dir_option,
+    add_data_options,
+    add_dataset_option,
+    add_device_option,
+    add_grace_period_option,
+    add_listen_options,
+    add_output_option,
+    add_pick_options,
+    add_precision_option,
+    add_pruner_option,
+    add_seed_option,
+    add_storage_option,
+    add_study_option,
+    add_threads_option,
+    add_worker_options,
+    duration,
+    fraction,
+    points_as_fraction,
+    positive_int,
+    seconds_text,
+    whole_number,
+)
 from search.dashboard import is_loopback
 from search.export import ExportError, as_plain, checked_params, choose_trials, export_config
 from search.front import COSTS, FrontError
 from search.progress import leaderboard_table
 from search.replay import TABLE_COLUMNS, table_cells
 from search.study import (
-    GRACE_PERIOD_S,
     HEARTBEAT_INTERVAL_S,
     MAX_CONSECUTIVE_FAILURES,
-    PRUNERS,
     StudyMismatchError,
     check_matches,
     checked_search_settings,
@@ -51,7 +78,7 @@ from spaces import ALL_SPACES, get_space
 from spaces.base import UnknownSpaceError, format_widths
 from storage.artifacts import artifact_dir, attach, open_artifact_store
 from storage.configs import FORMATS, ConfigError
-from storage.resilient import DEFAULT_RETRY_FOR_S, ResilientStorage, open_resilient_storage
+from storage.resilient import ResilientStorage, open_resilient_storage
 from storage.urls import (
     DEFAULT_STORAGE,
     STORAGE_ENV,
@@ -76,64 +103,13 @@ USER_ERRORS = (UnknownSpaceError, DataUnavailableError, StorageError, StudyMisma
                UnmeetableBudgetError, FrontError)
 
 
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse prints usage + message; we print one line
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _whole_number(low: int, high: int | None = None):
-    """An argparse type: a whole number in [low, high]."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if high is not None and not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must lie between {low} and {high}, got {value}")
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-
-    return parse
-
-
-_positive_int = _whole_number(1)
-_port = _whole_number(1, 65535)
 PROXY_PORT = 13000  # Optuna's default for its gRPC storage proxy
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must lie between 0 and 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _points(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"must lie between 0 and 100 percentage points, got {text}")
-    return value
-
-
 DEFAULT_CURVE_SIZES = "500,750,1000,1500,2000,3000,4000,all"
+DESCRIPTION = ("Hyperparameter search with Optuna for PyTorch image classifiers on KMNIST: search a space "
+               "with one or many workers, replay and audit the documented experiments, then export, "
+               "retrain and evaluate the best models.")
+EPILOG = ("Run `kmnist-search COMMAND --help` for a command's options. Durations take a unit: 90s, 30m, "
+          "2h.")
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -156,61 +132,6 @@ def _report_number(text: str) -> str:
     return text
 
 
-def _device(text: str) -> str:
-    if text not in ("auto", "cpu") and not text.startswith("cuda"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not auto, cpu or cuda[:N]")
-    return text
-
-
-def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", choices=DATASET_NAMES, default="kmnist")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="dataset root in torchvision's layout (default: $KMNIST_SEARCH_DATA "
-                        "or ~/.cache/kmnist-search)")
-    parser.add_argument("--val-fraction", type=_fraction, default=1 / 6,
-                        help="share of the training set held out for validation (default 1/6)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda[:N]")
-
-
-def _add_precision_option(parser: argparse.ArgumentParser, default_help: str) -> None:
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
-                        help=f"training arithmetic: bf16 autocast or float32 ({default_help}; "
-                        "auto = bf16 on CUDA and on CPUs with native bf16)")
-
-
-def _add_worker_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=_positive_int, default=None,
-                        help="torch threads per worker (default: cores / jobs)")
-    parser.add_argument("--heartbeat-interval", type=_positive_int, default=HEARTBEAT_INTERVAL_S,
-                        help=f"seconds between a running trial's heartbeats (default {HEARTBEAT_INTERVAL_S})")
-    parser.add_argument("--grace-period", type=_positive_int, default=GRACE_PERIOD_S,
-                        help="seconds without a heartbeat before a trial counts as dead and is retried "
-                        f"(default {GRACE_PERIOD_S})")
-    parser.add_argument("--retry-for", type=_positive_float, default=DEFAULT_RETRY_FOR_S, metavar="SECONDS",
-                        help="keep retrying an unreachable storage this long before giving up "
-                        f"(default {DEFAULT_RETRY_FOR_S})")
-
-
-def _add_budget_options(parser: argparse.ArgumentParser) -> None:
-    budget = parser.add_argument_group(
-        "deployment budget", "a model over it is pruned before training; stored on the study "
-        "(a later start or worker without these options searches under the stored one)")
-    budget.add_argument("--max-params", type=_positive_int, default=None, metavar="N",
-                        help="most parameters a model may have")
-    budget.add_argument("--max-mflops", type=_positive_float, default=None, metavar="M",
-                        help="most MFLOPs per image of a forward pass")
-    budget.add_argument("--max-latency-ms", type=_positive_float, default=None, metavar="L",
-                        help="most milliseconds per image at batch 1 on one CPU thread (measured)")
-
-
-def _add_pick_options(parser: argparse.ArgumentParser, within_help: str) -> None:
-    parser.add_argument("--cost", choices=tuple(COSTS), default="params",
-                        help="params, mflops or latency (ms per image at batch 1, one CPU thread); "
-                        "default params")
-    parser.add_argument("--within-points", type=_points, default=None, metavar="X", help=within_help)
-
-
 def asked_budget(args: argparse.Namespace) -> Budget | None:
     """The budget the options give, or None when none was given."""
     budget = Budget(args.max_params, args.max_mflops, args.max_latency_ms)
@@ -218,186 +139,184 @@ def asked_budget(args: argparse.Namespace) -> Budget | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="kmnist-search", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    parser = OneLineParser(prog="kmnist-search", description=DESCRIPTION, epilog=EPILOG)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser,
+                                     title="commands", metavar="COMMAND")
 
-    start = commands.add_parser("start", help="create or resume a study and search")
-    start.add_argument("--space", required=True, help="see `kmnist-search spaces`")
-    start.add_argument("--study", help="study name (default: the space name)")
-    start.add_argument("--trials", type=_positive_int, default=100,
-                       help="TOTAL finished trials the study should hold (default 100)")
-    start.add_argument("--storage", default=DEFAULT_STORAGE)
-    start.add_argument("--epochs", type=_positive_int, default=None,
-                       help="epoch budget per trial (default: the space's, see `kmnist-search "
-                       "spaces`); longer documented runs are capped")
-    start.add_argument("--timeout", type=_positive_float, default=None, metavar="MINUTES",
-                       help="start no trial after this many minutes (running ones finish); "
-                       "the same command later goes on")
-    start.add_argument("--pruner", choices=PRUNERS, default="median")
-    start.add_argument("--artifact-dir", type=Path, default=None,
-                       help="artifact store for plots and CSVs (default: <storage file>-artifacts)")
-    start.add_argument("--jobs", type=_positive_int, default=1,
-                       help="worker processes on this machine (default 1)")
-    _add_worker_options(start)
+    def command(name: str, summary: str, description: str | None = None) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=description or f"{summary[0].upper()}"
+                                   f"{summary[1:]}.")
+
+    start = command("start", "create or resume a study and search it",
+                    "Create or resume a study and search it until it holds --trials finished trials; "
+                    "the space's documented experiments run first.")
+    start.add_argument("--space", required=True, metavar="NAME", help="the search space (see `kmnist-search "
+                       "spaces`)")
+    add_study_option(start, default="the space name")
+    start.add_argument("--trials", type=positive_int, default=100, metavar="N",
+                       help="TOTAL finished trials the study should hold")
+    add_storage_option(start)
+    start.add_argument("--epochs", type=positive_int, default=None, metavar="N",
+                       help="epoch budget per trial; longer documented runs are capped (default: the "
+                       "space's, see `kmnist-search spaces`)")
+    start.add_argument("--timeout", action=TimeoutAction, default=None, metavar="DURATION",
+                       help="start no trial after this long, e.g. 45m or 2h (running ones finish, the same "
+                       "command later goes on); a bare number still means minutes, deprecated "
+                       "(default: no limit)")
+    add_pruner_option(start)
+    add_artifact_dir_option(start)
+    start.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+                       help="worker processes on this machine")
+    add_worker_options(start)
     start.add_argument("--no-replay", action="store_true",
                        help="do not enqueue the space's documented experiments")
-    _add_budget_options(start)
-    _add_precision_option(start, "default: auto for a new study, a resumed study's own")
-    _add_data_options(start)
+    add_budget_options(start)
+    add_precision_option(start, "auto for a new study, a resumed study's own")
+    add_data_options(start, "the validation split, the sampler and the training runs")
 
-    worker = commands.add_parser(
-        "worker", help="join an existing study as one more worker (any machine that reaches its storage)"
-    )
-    worker.add_argument("--study", required=True)
-    worker.add_argument("--storage", default=DEFAULT_STORAGE)
-    worker.add_argument("--trials", type=_positive_int, default=None,
+    worker = command("worker", "join a running study as one more worker",
+                     "Join an existing study as one more worker, on any machine that reaches its storage; "
+                     "the data split, epochs and pruner come from the study.")
+    add_study_option(worker)
+    add_storage_option(worker)
+    worker.add_argument("--trials", type=positive_int, default=None, metavar="N",
                         help="total finished trials to reach (default: the target `start` set)")
-    worker.add_argument("--data-dir", type=Path, default=None)
-    worker.add_argument("--device", type=_device, default="auto")
-    worker.add_argument("--artifact-dir", type=Path, default=None)
+    add_data_dir_option(worker)
+    add_device_option(worker)
+    add_artifact_dir_option(worker)
     worker.add_argument("--quiet", action="store_true", help="no progress display")
     worker.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
-    _add_precision_option(worker, "default and only choice: the study's")
-    _add_worker_options(worker)
-    _add_budget_options(worker)
+    add_precision_option(worker, "the study's, the only choice")
+    add_worker_options(worker)
+    add_budget_options(worker)
 
-    replay = commands.add_parser(
-        "replay", help="run the documented experiments and audit the reports' claims"
-    )
+    replay = command("replay", "rerun the documented experiments and audit their claims",
+                     "Rerun the experiments the reports document and audit each claim against the rerun.")
     which = replay.add_mutually_exclusive_group(required=True)
-    which.add_argument("--space", help="replay this space's documented experiments")
+    which.add_argument("--space", metavar="NAME", help="replay this space's documented experiments")
     which.add_argument("--all", action="store_true", help="replay every documented experiment")
-    replay.add_argument("--max-epochs", type=_positive_int, default=None,
-                        help="cap each experiment's documented epochs (the cap is shown)")
-    replay.add_argument("--storage", default=DEFAULT_STORAGE)
-    replay.add_argument("--out", type=Path, default=Path("replay"),
-                        help="folder for replay.csv, replay.md and claims.csv (default ./replay)")
-    replay.add_argument("--artifact-dir", type=Path, default=None)
-    replay.add_argument("--tolerance", type=_fraction, default=0.01,
-                        help="accuracy difference still counted as reproduced (default 0.01)")
-    replay.add_argument("--dataset", choices=DATASET_NAMES, default=None,
-                        help="run every experiment on this dataset (default: each its documented one)")
-    replay.add_argument("--data-dir", type=Path, default=None)
-    replay.add_argument("--val-fraction", type=_fraction, default=1 / 6)
-    replay.add_argument("--seed", type=int, default=0)
-    replay.add_argument("--device", type=_device, default="auto")
+    replay.add_argument("--max-epochs", type=positive_int, default=None, metavar="N",
+                        help="cap each experiment's documented epochs, the cap is shown (default: no cap)")
+    add_storage_option(replay)
+    add_output_option(replay, "out", "folder for replay.csv, replay.md and claims.csv (with "
+                      "--learning-curve: audit.md, audit.csv and curve-runs.csv)", default="replay",
+                      metavar="DIR")
+    add_artifact_dir_option(replay)
+    tolerance = replay.add_mutually_exclusive_group()
+    tolerance.add_argument("--tolerance-points", dest="tolerance", type=points_as_fraction, default="1",
+                           metavar="X", help="accuracy difference, in percentage points, still counted as "
+                           "reproduced")
+    tolerance.add_argument("--tolerance", type=fraction, action=DeprecatedSpelling,
+                           instead=lambda value: f"--tolerance-points {100 * value:g}")
+    add_data_options(replay, "the validation split and the training runs",
+                     dataset_default="each experiment's documented one")
     replay.add_argument("--report", type=_report_number, default=None, metavar="NNN",
-                        help="only the experiments of this report (000-004)")
+                        help="only the experiments of this report, 000-004 (default: every report)")
     curve = replay.add_argument_group(
         "learning curve", "with --learning-curve, each experiment trains at several training-set sizes and "
         "its claimed test accuracy is judged against the curve extrapolated to the report's size")
     curve.add_argument("--learning-curve", action="store_true",
                        help="audit by learning curves: writes audit.md, audit.csv and curve-runs.csv")
-    curve.add_argument("--sizes", type=_sizes, default=_sizes(DEFAULT_CURVE_SIZES),
-                       help=f"training-set sizes, comma-separated; 'all' is the whole training split "
-                       f"(default {DEFAULT_CURVE_SIZES})")
-    curve.add_argument("--curve-seeds", type=_whole_number(2), default=4,
-                       help="runs per size, each with its own nested subsets (default 4)")
-    curve.add_argument("--level", type=_fraction, default=0.9,
-                       help="nominal coverage of the prediction intervals (default 0.9)")
-    curve.add_argument("--validate-up-to", type=_sizes, default=_sizes("2000,4000"),
-                       help="check the method: fit on sizes up to each of these, predict the largest "
-                       "(default 2000,4000)")
-    curve.add_argument("--bootstrap", type=_whole_number(20), default=500,
-                       help="bootstrap refits per interval (default 500)")
-    curve.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: torch's)")
+    curve.add_argument("--sizes", type=_sizes, default=DEFAULT_CURVE_SIZES, metavar="N,N,...",
+                       help="training-set sizes, comma-separated; 'all' is the whole training split")
+    curve.add_argument("--curve-seeds", type=whole_number(2), default=4, metavar="N",
+                       help="runs per size, each with its own nested subsets")
+    curve.add_argument("--level", type=fraction, default=0.9, metavar="P",
+                       help="nominal coverage of the prediction intervals")
+    curve.add_argument("--validate-up-to", type=_sizes, default="2000,4000", metavar="N,N,...",
+                       help="check the method: fit on sizes up to each of these, predict the largest")
+    curve.add_argument("--bootstrap", type=whole_number(20), default=500, metavar="N",
+                       help="bootstrap refits per interval")
+    add_threads_option(curve)
 
-    export = commands.add_parser("export", help="write the best trial(s) as a self-contained config")
-    export.add_argument("--study", required=True)
-    export.add_argument("--storage", default=DEFAULT_STORAGE)
-    export.add_argument("-o", "--output", type=Path, default=None,
-                        help="file to write (default best.json or best.yaml)")
+    export = command("export", "write the best trial(s) as a config file",
+                     "Write the best trial(s) of a study as self-contained config files for `retrain`.")
+    add_study_option(export)
+    add_storage_option(export)
+    add_output_option(export, "output", "file to write", default_words="best.json, or best.yaml with -f yaml",
+                      metavar="FILE")
     export.add_argument("-f", "--format", choices=FORMATS, default=None,
                         help="json or yaml (default: from the -o suffix, else json)")
-    export.add_argument("--trial", type=int, default=None, help="export this trial instead of the best")
-    export.add_argument("--top", type=_positive_int, default=1,
+    export.add_argument("--trial", type=int, default=None, metavar="N",
+                        help="export this trial number (default: the best)")
+    export.add_argument("--top", type=positive_int, default=1, metavar="K",
                         help="export the K best trials as NAME-1, NAME-2, ...")
     export.add_argument("--force", action="store_true", help="overwrite existing files")
-    _add_pick_options(export, "export the cheapest trial within X percentage points of the best "
-                      "validation accuracy (see `kmnist-search front`)")
+    add_pick_options(export)
 
-    reeval = commands.add_parser(
-        "reevaluate", help="cross-validate the top trials and pick by the mean (export then uses the pick)")
-    reeval.add_argument("--study", required=True, help="study name")
-    reeval.add_argument("--storage", default=DEFAULT_STORAGE, help="the study's storage URL")
-    reeval.add_argument("--top", type=_whole_number(1, 100), default=5,
+    reeval = command("reevaluate", "cross-validate the top trials and pick by the mean",
+                     "Re-evaluate the best completed trials by stratified cross-validation on the whole "
+                     "training set and record the one with the best mean; `export` then exports it.")
+    add_study_option(reeval)
+    add_storage_option(reeval)
+    reeval.add_argument("--top", type=whole_number(1, 100), default=5, metavar="K",
                         help="how many of the best completed trials to re-evaluate")
-    reeval.add_argument("--folds", type=_whole_number(2, 20), default=3,
+    reeval.add_argument("--folds", type=whole_number(2, 20), default=3, metavar="F",
                         help="stratified folds of the whole training set, one training run each")
-    reeval.add_argument("--data-dir", type=Path, default=None,
-                        help="dataset root (default: $KMNIST_SEARCH_DATA or ~/.cache/kmnist-search)")
-    reeval.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda[:N]")
-    reeval.add_argument("--threads", type=_positive_int, default=None,
-                        help="torch threads (default: torch's)")
+    add_data_dir_option(reeval)
+    add_device_option(reeval)
+    add_threads_option(reeval)
 
-    front = commands.add_parser(
-        "front", help="the completed trials no other beats on both validation accuracy and a cost, "
-        "as a table and a figure attached to the study")
-    front.add_argument("--study", required=True)
-    front.add_argument("--storage", default=DEFAULT_STORAGE)
-    front.add_argument("--artifact-dir", type=Path, default=None,
-                       help="artifact store (default: <storage file>-artifacts, as `start` writes)")
-    _add_pick_options(front, "also name the cheapest trial within X percentage points of the best")
-    front.add_argument("-o", "--output", type=Path, default=None, help="also write the figure to this PNG")
+    front = command("front", "show the trials on the accuracy-against-cost front",
+                    "The completed trials no other beats on both validation accuracy and a cost, as a "
+                    "table and a figure attached to the study.")
+    add_study_option(front)
+    add_storage_option(front)
+    add_artifact_dir_option(front)
+    add_pick_options(front)
+    add_output_option(front, "output", "also write the figure to this PNG",
+                      default_words="only attached to the study", metavar="FILE")
     front.add_argument("--force", action="store_true", help="overwrite an existing -o file")
 
-    retrain = commands.add_parser("retrain", help="train an exported config on train+validation, test it")
+    retrain = command("retrain", "train an exported config on train+validation, then test it",
+                      "Train an exported config on train+validation and test it on the test set; the run is "
+                      "linked to its trial when --storage holds the study it was exported from.")
     retrain.add_argument("config", type=Path, help="a file written by `kmnist-search export`")
-    retrain.add_argument("--seeds", type=_positive_int, default=3,
-                         help="train this many times (seeds seed, seed+1, ...) and report mean ± std")
-    retrain.add_argument("--out", type=Path, default=None, help="run folder (default runs/<study>-trial<N>)")
-    retrain.add_argument("--data-dir", type=Path, default=None)
-    retrain.add_argument("--device", type=_device, default="auto")
+    retrain.add_argument("--seeds", type=positive_int, default=3, metavar="N",
+                         help="train this many times, from the config's seed upwards, and report mean ± std")
+    add_output_option(retrain, "out", "run folder", default_words="runs/<study>-trial<N>", metavar="DIR")
+    add_data_dir_option(retrain)
+    add_device_option(retrain)
     retrain.add_argument("--force", action="store_true", help="overwrite an existing run folder")
-    retrain.add_argument("--threads", type=_positive_int, default=None,
-                         help="torch threads (default: torch's, all cores)")
-    retrain.add_argument("--storage", default=DEFAULT_STORAGE,
-                         help="the study's storage: the run is linked to its trial there when the trial "
-                         "is the exported one (default sqlite:///kmnist-search.db)")
-    retrain.add_argument("--artifact-dir", type=Path, default=None,
-                         help="artifact store for the linked study (default: <storage file>-artifacts)")
+    add_threads_option(retrain)
+    add_storage_option(retrain)
+    add_artifact_dir_option(retrain)
 
-    evaluate = commands.add_parser("evaluate", help="reload a retrained model and recompute test metrics")
+    evaluate = command("evaluate", "reload a retrained model and recompute its test metrics")
     evaluate.add_argument("run", type=Path, help="a folder written by `kmnist-search retrain`")
-    evaluate.add_argument("--data-dir", type=Path, default=None,
-                          help="dataset root (default: $KMNIST_SEARCH_DATA or ~/.cache/kmnist-search)")
-    evaluate.add_argument("--device", type=_device, default="auto")
+    add_data_dir_option(evaluate)
+    add_device_option(evaluate)
 
-    commands.add_parser("spaces", help="list the search spaces and their documented experiments")
+    command("spaces", "list the search spaces and their documented experiments")
 
-    dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on the study storage")
-    dashboard.add_argument("--storage", default=DEFAULT_STORAGE)
-    dashboard.add_argument("--host", default="127.0.0.1")
-    dashboard.add_argument("--port", type=_port, default=8080)
-    dashboard.add_argument("--artifact-dir", type=Path, default=None,
-                           help="artifact store (default: <storage file>-artifacts, as `start` writes)")
+    dashboard = command("dashboard", "serve optuna-dashboard on a study storage")
+    add_storage_option(dashboard)
+    add_listen_options(dashboard, 8080, "optuna-dashboard")
+    add_artifact_dir_option(dashboard)
 
-    proxy = commands.add_parser(
-        "proxy", help="serve a database to many workers over gRPC (their --storage grpc://HOST:PORT)"
-    )
-    proxy.add_argument("--storage", required=True, help="the database: postgresql://USER:PASSWORD@HOST/DB")
-    proxy.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on (default 127.0.0.1; 0.0.0.0 for other machines)")
-    proxy.add_argument("--port", type=_port, default=PROXY_PORT, help=f"(default {PROXY_PORT})")
-    proxy.add_argument("--grace-period", type=_positive_int, default=GRACE_PERIOD_S,
-                       help="seconds a running trial may go without a heartbeat where its worker "
-                       f"recorded none (default {GRACE_PERIOD_S}; workers send their own)")
-    proxy.add_argument("--check-every", type=_positive_float, default=HEARTBEAT_INTERVAL_S, metavar="SECONDS",
-                       help=f"seconds between checks for dead workers (default {HEARTBEAT_INTERVAL_S})")
+    proxy = command("proxy", "serve a database to many workers over gRPC",
+                    "Serve a database to many workers over gRPC; workers give --storage grpc://HOST:PORT.")
+    proxy.add_argument("--storage", required=True, metavar="URL",
+                       help="the database: postgresql://USER@HOST/DB (password from PGPASSWORD or ~/.pgpass)")
+    add_listen_options(proxy, PROXY_PORT, "the gRPC storage proxy")
+    add_grace_period_option(proxy, "; a worker's own --grace-period, sent with its heartbeats, wins")
+    proxy.add_argument("--check-every", type=duration, default=seconds_text(HEARTBEAT_INTERVAL_S),
+                       metavar="DURATION", help="how often to look for trials of dead workers")
 
-    status = commands.add_parser("status", help="print a study's leaderboard")
-    status.add_argument("--study", help="study name (default: every study in the storage)")
-    status.add_argument("--storage", default=DEFAULT_STORAGE)
+    status = command("status", "print the leaderboard of one study or of every study")
+    add_study_option(status, default="every study in the storage")
+    add_storage_option(status)
 
-    root = commands.add_parser(
-        "build-root", help="make a dataset root from test images only (when training files are missing)"
-    )
-    root.add_argument("--source", type=Path, required=True,
+    root = command("build-root", "make a dataset root from test images alone",
+                   "Make a dataset root from the official test images alone, for when the training files "
+                   "cannot be had.")
+    root.add_argument("--source", type=Path, required=True, metavar="DIR",
                       help="folder with t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz")
-    root.add_argument("--out", type=Path, required=True, help="dataset root to write")
-    root.add_argument("--test-fraction", type=_fraction, default=0.2)
-    root.add_argument("--dataset", choices=SOURCES, default="kmnist")
-    root.add_argument("--seed", type=int, default=0)
+    add_output_option(root, "out", "dataset root to write", required=True, metavar="DIR")
+    root.add_argument("--test-fraction", type=fraction, default=0.2, metavar="F",
+                      help="share of the images kept for testing; the rest become training images")
+    add_dataset_option(root, choices=SOURCES)
+    add_seed_option(root, "the split into training and test images")
     return parser
 
 
@@ -424,7 +343,7 @@ def open_worker_storage(args: argparse.Namespace) -> ResilientStorage:
 def cmd_start(args: argparse.Namespace, console: Console) -> int:
     space = get_space(args.space)
     args.epochs = args.epochs or space.epochs
-    deadline = time.time() + args.timeout * 60 if args.timeout else None
+    deadline = time.time() + args.timeout if args.timeout else None  # seconds
     study_name = args.study or space.name
     storage = open_worker_storage(args)
     existing = find_study(storage, study_name)
@@ -476,7 +395,7 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
         raise SearchStoppedError(f"stopped after {MAX_CONSECUTIVE_FAILURES} failed trials in a row: "
                                  "see their fail_reason in `kmnist-search status` or the dashboard")
     if finished_count(study) < args.trials:
-        console.print(f"time limit of {args.timeout:g} minutes reached with {finished_count(study)} of "
+        console.print(f"time limit of {args.timeout / 60:g} minutes reached with {finished_count(study)} of "
                       f"{args.trials} trials finished: run the same command to go on", highlight=False)
     console.print(
         "next:\n"
@@ -566,7 +485,7 @@ def cmd_replay(args: argparse.Namespace, console: Console) -> int:
     console.print(table)
     cap = f"epochs capped at {args.max_epochs}" if args.max_epochs else "documented epochs"
     header = (f"Data: {data_dir}; {cap}; validation fraction {args.val_fraction:.3g}; seed {args.seed}; "
-              f"accuracy tolerance {args.tolerance:g}.")
+              f"accuracy tolerance {100 * args.tolerance:g} points.")
     for path in write_audit(args.out, summary, claims, header):
         console.print(f"wrote {path}", highlight=False)
     return 0
@@ -629,7 +548,7 @@ def cmd_replay_curve(args: argparse.Namespace, console: Console, chosen: list) -
     header = (f"Data: `{data_dir}`; {cap} (documented early stopping applies); validation fraction "
               f"{args.val_fraction:.3g} held out once; sizes {sizes}; "
               f"{args.curve_seeds} seeds from {args.seed}; {100 * args.level:.0f}% prediction intervals from "
-              f"{args.bootstrap} bootstrap refits; accuracy tolerance {args.tolerance:g}.")
+              f"{args.bootstrap} bootstrap refits; accuracy tolerance {100 * args.tolerance:g} points.")
     paths = write_curve_audit(args.out, rows, runs, validations, header)
     table = Table(title="claims against learning curves")
     for column in ("report", "experiment", "claim", "extrapolated", "verdict"):
@@ -884,11 +803,11 @@ def cmd_retrain(args: argparse.Namespace, console: Console) -> int:
 
     out = args.out or default_run_folder(config)  # a path from the user, or a safe name under ./runs
     if (out / "metrics.json").exists() and not args.force:
-        raise ConfigError(f"{out} already holds a retrained run: pass --force or choose another --out")
+        raise ConfigError(f"{out} already holds a retrained run: pass --force or choose another -o")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ConfigError(f"cannot create {out} ({error.strerror}): choose a writable --out") from None
+        raise ConfigError(f"cannot create {out} ({error.strerror}): choose a writable -o") from None
 
     from objectives.training import resolve_device
     from search.retrain import train_and_test, write_run

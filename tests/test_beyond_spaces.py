@@ -150,7 +150,7 @@ def test_cnn_beyond_start_export_retrain_on_synthetic_data(tmp_path, synthetic_r
     config = yaml.safe_load((tmp_path / "best.yaml").read_text())
     config["params"]["optimizer"] = "lion"
     (tmp_path / "lion.yaml").write_text(yaml.safe_dump(config))
-    refused = run_cli("retrain", "lion.yaml", "--out", "run-lion", cwd=tmp_path)
+    refused = run_cli("retrain", "lion.yaml", "-o", "run-lion", cwd=tmp_path)
     lines = refused.stderr.strip().splitlines()
     assert refused.returncode != 0 and len(lines) == 1 and "Traceback" not in refused.stderr
     assert "optimizer='lion' outside {adam, adamw, sgd}" in lines[0]

@@ -117,14 +117,14 @@ def test_bad_export_and_retrain_inputs(tmp_path, searched):
 
     (tmp_path / "runs" / "done").mkdir(parents=True)
     (tmp_path / "runs" / "done" / "metrics.json").write_text("{}")
-    one_line_error(run_cli("retrain", str(searched / "good.json"), "--out", str(tmp_path / "runs" / "done"),
+    one_line_error(run_cli("retrain", str(searched / "good.json"), "-o", str(tmp_path / "runs" / "done"),
                            cwd=tmp_path), "already holds a retrained run")
     assert (tmp_path / "runs" / "done" / "metrics.json").read_text() == "{}"
 
 
 def test_ctrl_c_stops_retrain_once_and_cleanly(searched, synthetic_root):
     assert export(searched, "-o", "ctrlc.json", "--force").returncode == 0
-    process = subprocess.Popen([str(CLI), "retrain", "ctrlc.json", "--seeds", "50", "--out", "runs/ctrlc",
+    process = subprocess.Popen([str(CLI), "retrain", "ctrlc.json", "--seeds", "50", "-o", "runs/ctrlc",
                                 "--data-dir", str(synthetic_root)], cwd=searched, env=offline_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                preexec_fn=default_sigint)

@@ -133,7 +133,7 @@ def test_replay_learning_curve_on_synthetic_data_resumes_and_refuses_other_setti
     db = f"sqlite:///{tmp_path / 'c.db'}"
     command = ["replay", "--all", "--report", "002", "--learning-curve", "--sizes", "40,80,120,200,all",
                "--curve-seeds", "2", "--max-epochs", "1", "--bootstrap", "40", "--validate-up-to", "200",
-               "--threads", "1", "--storage", db, "--data-dir", str(root), "--out", str(tmp_path / "audit")]
+               "--threads", "1", "--storage", db, "--data-dir", str(root), "-o", str(tmp_path / "audit")]
     result = run_cli(*command, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     experiments = (R002_EXP1, R002_EXP2, R002_EXP3)
