@@ -112,7 +112,7 @@ def run_product_arm(arm: Arm, seed: int, budget: float, data_dir: Path, work: Pa
     from objectives.data import load_search_data
     from objectives.training import resolve_precision
     from search.export import export_config
-    from search.study import enqueue_documented, open_study
+    from search.study import SearchSettings, enqueue_documented, open_study
     from search.worker import WorkerSettings, run_worker
     from spaces.mlp_regularisation import MLP_REGULARISATION as space
     from storage.urls import open_storage
@@ -121,9 +121,7 @@ def run_product_arm(arm: Arm, seed: int, budget: float, data_dir: Path, work: Pa
     data = load_search_data(DATASET, data_dir, VAL_FRACTION, SPLIT_SEED, torch.device("cpu"))
     study = open_study(open_storage(url), arm.name, space, DATASET, arm.sampler(seed), arm.pruner(seed))
     # what `start` records, so `export` gives the config retrain needs
-    study.set_user_attr("search_settings", {
-        "val_fraction": VAL_FRACTION, "seed": SPLIT_SEED, "split_hash": data.split_hash,
-        "epochs": EPOCHS, "pruner": arm.name, "target": 10**6, "precision": "auto"})
+    SearchSettings(VAL_FRACTION, SPLIT_SEED, data.split_hash, EPOCHS, arm.name, 10**6, "auto").save(study)
     if arm.replay:
         enqueue_documented(study, space)
     started = time.time()

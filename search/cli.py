@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ from rich.text import Text
 from objectives.budget import Budget, format_cost
 from objectives.datasets import SOURCES, DataUnavailableError, default_data_dir
 from objectives.errors import DeviceUnavailableError, TensorFileError
-from search.budget import UnmeetableBudgetError, record_budget, settled_budget
+from search.budget import UnmeetableBudgetError
 from search.cli_options import (
     DeprecatedSpelling,
     OneLineParser,
@@ -55,30 +54,21 @@ from search.cli_options import (
 from search.dashboard import is_loopback
 from search.export import ExportError, as_plain, checked_params, choose_trials, export_config
 from search.front import COSTS, FrontError
+from search.launch import Connection, SearchStoppedError
 from search.progress import leaderboard_table
 from search.replay import TABLE_COLUMNS, table_cells
 from search.study import (
     HEARTBEAT_INTERVAL_S,
-    MAX_CONSECUTIVE_FAILURES,
+    SearchSettings,
     StudyMismatchError,
-    check_matches,
-    checked_search_settings,
-    enqueue_documented,
     find_study,
-    finished_count,
-    make_pruner,
-    make_sampler,
-    open_study,
     queued_documented,
-    resume_interrupted,
-    retry_callback,
     study_precision,
 )
 from spaces import ALL_SPACES, get_space
 from spaces.base import UnknownSpaceError, format_widths
 from storage.artifacts import artifact_dir, attach, open_artifact_store
 from storage.configs import FORMATS, ConfigError
-from storage.resilient import ResilientStorage, open_resilient_storage
 from storage.urls import (
     DEFAULT_STORAGE,
     STORAGE_ENV,
@@ -87,15 +77,10 @@ from storage.urls import (
     proxy_address,
     redact_text,
     redact_url,
-    storage_lock,
 )
 
 MAX_RETRAIN_SEEDS = 100
 DEBUG_ENV = "KMNIST_SEARCH_DEBUG"
-
-
-class SearchStoppedError(RuntimeError):
-    """The search gave up (every trial failing); stored trials are kept."""
 
 
 USER_ERRORS = (UnknownSpaceError, DataUnavailableError, StorageError, StudyMismatchError, ExportError,
@@ -320,128 +305,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def record_search_settings(study: optuna.Study, args: argparse.Namespace, split_hash: str) -> None:
-    """What `worker` and `export` need to rejoin the study and rebuild its data split."""
-    settings = {"val_fraction": args.val_fraction, "seed": args.seed, "split_hash": split_hash,
-                "epochs": args.epochs, "pruner": args.pruner, "target": args.trials,
-                "precision": args.precision}
-    if study.user_attrs.get("search_settings") != settings:
-        study.set_user_attr("search_settings", settings)
+def connection(args: argparse.Namespace) -> Connection:
+    return Connection(args.storage, args.heartbeat_interval, args.grace_period, args.retry_for)
 
 
-def open_worker_storage(args: argparse.Namespace) -> ResilientStorage:
-    """Storage with heartbeats, so trials of dead workers fail and are retried, that rides out
-    outages of up to --retry-for seconds."""
-    def say(line: str) -> None:
+def warn_for(args: argparse.Namespace) -> Callable[[str], None]:
+    def warn(line: str) -> None:
         print(f"kmnist-search {args.command}: {line}", file=sys.stderr, flush=True)
 
-    return open_resilient_storage(args.storage, args.retry_for, heartbeat_interval=args.heartbeat_interval,
-                                  grace_period=args.grace_period, stale_trial_callback=retry_callback(),
-                                  say=say, must_exist=args.command == "worker")  # only start creates
+    return warn
 
 
 def cmd_start(args: argparse.Namespace, console: Console) -> int:
-    space = get_space(args.space)
-    args.epochs = args.epochs or space.epochs
-    deadline = time.time() + args.timeout if args.timeout else None  # seconds
-    study_name = args.study or space.name
-    storage = open_worker_storage(args)
-    existing = find_study(storage, study_name)
-    budget = settled_budget(existing, asked_budget(args))
-    args.precision = study_precision(existing, args.precision)
-    if existing is not None:
-        check_matches(existing, space, args.dataset)
-        if finished_count(existing) >= args.trials:
-            console.print(f"study {study_name!r} already holds {finished_count(existing)} finished "
-                          f"trials (target {args.trials}): nothing to do")
-            console.print(leaderboard_table(existing))
-            return 0
-    # torch loads only now, so option and storage errors answer at once
-    from objectives.data import load_search_data
-    from objectives.training import resolve_device, resolve_precision
-    from search.worker import WorkerSettings, default_threads, run_worker, spawn_workers, wait_for_workers
+    from search.launch import StartRequest, start_search
 
-    device = resolve_device(args.device)
-    data_dir = args.data_dir or default_data_dir()
-    data = load_search_data(args.dataset, data_dir, args.val_fraction, args.seed, device)
-    study = open_study(storage, study_name, space, args.dataset, make_sampler(args.seed),
-                       make_pruner(args.pruner, args.epochs, space.pruner_warmup(args.epochs)))
-    record_search_settings(study, args, data.split_hash)
-    record_budget(study, budget)
-    added = 0 if args.no_replay else enqueue_documented(study, space, lock=storage_lock(args.storage))
-    resumed = resume_interrupted(study)
-    threads = args.threads or default_threads(args.jobs)
-    console.print(
-        f"study {study_name!r} on {args.storage_shown}: {finished_count(study)} of {args.trials} trials "
-        f"finished, {added} documented experiments enqueued, {resumed} interrupted trials resumed; "
-        f"{len(data.train)} train / {len(data.val)} validation images of {args.dataset} on {device} "
-        f"in {resolve_precision(args.precision, device)}; "
-        f"{args.jobs} worker(s) x {threads} thread(s); {budget.describe()}", highlight=False,
-    )
-    folder = artifact_dir(args.storage, args.artifact_dir)
-    extra = spawn_workers(args.jobs - 1, study_name, args.storage, args.trials, threads, data_dir,
-                          args.device, folder, args.heartbeat_interval, args.grace_period, deadline,
-                          args.retry_for)
-    try:
-        settings = WorkerSettings(args.trials, args.epochs, args.seed, folder, threads, deadline, budget,
-                                  args.precision)
-        completed = run_worker(study, space, data, settings, console)
-    finally:
-        problems = wait_for_workers(extra)
-    console.print(leaderboard_table(study))
-    for problem in problems:
+    request = StartRequest(
+        space=args.space, connection=connection(args), study=args.study, trials=args.trials,
+        epochs=args.epochs, timeout_s=args.timeout, pruner=args.pruner, artifact_dir=args.artifact_dir,
+        jobs=args.jobs, threads=args.threads, replay=not args.no_replay, budget=asked_budget(args),
+        precision=args.precision, dataset=args.dataset, data_dir=args.data_dir,
+        val_fraction=args.val_fraction, seed=args.seed, device=args.device)
+    outcome = start_search(request, console, say=lambda line: console.print(line, highlight=False),
+                           warn=warn_for(args))
+    name = outcome.study.study_name
+    if outcome.nothing_to_do:
+        console.print(f"study {name!r} already holds {outcome.finished} finished trials (target "
+                      f"{args.trials}): nothing to do", highlight=False)
+        console.print(leaderboard_table(outcome.study))
+        return 0
+    console.print(leaderboard_table(outcome.study))
+    for problem in outcome.worker_problems:
         console.print(f"a worker failed: {problem}", highlight=False)
-    if not completed:
-        raise SearchStoppedError(f"stopped after {MAX_CONSECUTIVE_FAILURES} failed trials in a row: "
-                                 "see their fail_reason in `kmnist-search status` or the dashboard")
-    if finished_count(study) < args.trials:
-        console.print(f"time limit of {args.timeout / 60:g} minutes reached with {finished_count(study)} of "
+    if outcome.timed_out:
+        console.print(f"time limit of {args.timeout / 60:g} minutes reached with {outcome.finished} of "
                       f"{args.trials} trials finished: run the same command to go on", highlight=False)
     console.print(
         "next:\n"
         f"  kmnist-search dashboard --storage {args.storage_shown}\n"
-        f"  kmnist-search export --study {study_name} --storage {args.storage_shown} -o best.json\n"
-        f"  kmnist-search status --study {study_name} --storage {args.storage_shown}",
+        f"  kmnist-search export --study {name} --storage {args.storage_shown} -o best.json\n"
+        f"  kmnist-search status --study {name} --storage {args.storage_shown}",
         highlight=False,
     )
-    return 1 if problems else 0
+    return 1 if outcome.worker_problems else 0
 
 
 def cmd_worker(args: argparse.Namespace, console: Console) -> int:
-    storage = open_worker_storage(args)
-    study = find_study(storage, args.study)
-    if study is None or "search_settings" not in study.user_attrs:
-        raise StudyMismatchError(f"no study {args.study!r} started by kmnist-search in {args.storage_shown}: "
-                                 "create it with `kmnist-search start --space NAME --study "
-                                 f"{args.study} --storage {args.storage_shown}`")
-    settings = checked_search_settings(study)
-    space, dataset = get_space(str(study.user_attrs.get("space"))), str(study.user_attrs.get("dataset"))
-    target = args.trials or settings["target"]
-    budget = settled_budget(study, asked_budget(args))
-    precision = study_precision(study, args.precision)
+    from search.launch import JoinRequest, join_search
 
-    from objectives.data import load_search_data
-    from objectives.training import resolve_device
-    from search.worker import WorkerSettings, default_threads, run_worker
-
-    data = load_search_data(dataset, args.data_dir or default_data_dir(), settings["val_fraction"],
-                            settings["seed"], resolve_device(args.device))
-    if data.split_hash != settings["split_hash"]:
-        raise StudyMismatchError(f"this worker's {dataset} files give a different validation split "
-                                 "than the study's: point --data-dir at the same dataset files")
-    study = optuna.load_study(study_name=args.study, storage=storage,
-                              sampler=make_sampler(settings["seed"] + os.getpid()),
-                              pruner=make_pruner(settings["pruner"], settings["epochs"],
-                                                 space.pruner_warmup(settings["epochs"])))
-    worker = WorkerSettings(target, settings["epochs"], settings["seed"],
-                            artifact_dir(args.storage, args.artifact_dir),
-                            args.threads or default_threads(1), args.deadline, budget, precision)
-    if not args.quiet:
-        console.print(f"worker joined study {args.study!r}: {finished_count(study)} of {target} "
-                      "trials finished", highlight=False)
-    completed = run_worker(study, space, data, worker, console, show_progress=not args.quiet)
-    if not completed:
-        raise SearchStoppedError(f"stopped after {MAX_CONSECUTIVE_FAILURES} failed trials in a row")
+    request = JoinRequest(
+        study=args.study, connection=connection(args), trials=args.trials, data_dir=args.data_dir,
+        device=args.device, artifact_dir=args.artifact_dir, threads=args.threads, deadline=args.deadline,
+        budget=asked_budget(args), precision=args.precision, show_progress=not args.quiet)
+    join_search(request, console, say=lambda line: console.print(line, highlight=False), warn=warn_for(args))
     return 0
 
 
@@ -694,7 +609,7 @@ def cmd_reevaluate(args: argparse.Namespace, console: Console) -> int:
     if study is None:
         raise StudyMismatchError(f"no study {args.study!r} in {args.storage_shown}: see `kmnist-search "
                                  f"status --storage {args.storage_shown}`")
-    settings = checked_search_settings(study)
+    settings = SearchSettings.load(study)
     space, dataset = get_space(str(study.user_attrs.get("space"))), str(study.user_attrs.get("dataset"))
     if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) == []:
         raise ExportError(f"study {args.study!r} has no completed trial to re-evaluate: run `start` first")
@@ -711,7 +626,7 @@ def cmd_reevaluate(args: argparse.Namespace, console: Console) -> int:
     device = resolve_device(args.device)
     precision = resolve_precision(study_precision(study, None), device)
     images, labels = load_raw(dataset, args.data_dir or default_data_dir(), train=True)
-    splits = fold_splits(labels.numpy(), args.folds, settings["seed"])
+    splits = fold_splits(labels.numpy(), args.folds, settings.seed)
     console.print(f"re-evaluating the top {args.top} trials of {args.study!r}: {args.folds} folds of "
                   f"{len(labels):,} {dataset} images each, on {device} in {precision}", highlight=False)
 
@@ -724,7 +639,7 @@ def cmd_reevaluate(args: argparse.Namespace, console: Console) -> int:
                       f"(validation split {100 * result.validation_accuracy:.2f}%, {result.seconds:.0f} s)",
                       highlight=False)
 
-    results = reevaluate(study, space, cross_validate, args.top, settings["seed"], report)
+    results = reevaluate(study, space, cross_validate, args.top, settings.seed, report)
     table = Table(title=f"study {study.study_name}: top {len(results)} trials by mean over folds")
     for column in ("trial", "mean over folds", "std", "validation split", "epochs", "seconds"):
         table.add_column(column)

@@ -9,6 +9,7 @@ from typing import Any
 import optuna
 from optuna.trial import FixedTrial, FrozenTrial, TrialState
 
+from search.study import SETTINGS_ATTR, SearchSettings
 from spaces import get_space
 from spaces.base import SearchSpace
 from storage.configs import FORMAT, ConfigError
@@ -68,8 +69,9 @@ def retrain_epochs(trial: FrozenTrial, params: dict[str, Any]) -> int:
 
 
 def export_config(study: optuna.Study, trial: FrozenTrial, storage_url: str) -> dict[str, Any]:
-    space = get_space(study.user_attrs["space"])
-    settings = study.user_attrs.get("search_settings", {})
+    space = get_space(str(study.user_attrs.get("space")))
+    # a study `replay` made has no search settings: the defaults of `start`
+    settings = SearchSettings.load(study) if SETTINGS_ATTR in study.user_attrs else None
     params = trial_config(trial, space)
     return {
         "format": FORMAT,
@@ -78,14 +80,14 @@ def export_config(study: optuna.Study, trial: FrozenTrial, storage_url: str) -> 
         "dataset": study.user_attrs["dataset"],
         "params": as_plain(params),
         "epochs": retrain_epochs(trial, params),
-        "seed": int(settings.get("seed", 0)),
-        "val_fraction": float(settings.get("val_fraction", 1 / 6)),
+        "seed": settings.seed if settings else 0,
+        "val_fraction": settings.val_fraction if settings else 1 / 6,
         "provenance": {
             "study": study.study_name,
             "storage": storage_url,
             "trial": trial.number,
             "validation_accuracy": trial.value,
-            "split_hash": settings.get("split_hash"),
+            "split_hash": settings.split_hash if settings else None,
             "source": trial.user_attrs.get("documented_experiment", "sampled"),
             "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "versions": {name: version(name) for name in ("kmnist-search", "torch", "optuna")},

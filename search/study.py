@@ -11,6 +11,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import optuna
@@ -69,6 +70,15 @@ def find_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study 
     return optuna.load_study(study_name=name, storage=storage)
 
 
+def require_study(storage: optuna.storages.BaseStorage, name: str, where: str,
+                  error: type[Exception] = StudyMismatchError) -> optuna.Study:
+    """Study `name`; `error` (one line) when `where` (the storage as users see it) holds none."""
+    study = find_study(storage, name)
+    if study is None:
+        raise error(f"no study {name!r} in {where}: see `kmnist-search status --storage {where}`")
+    return study
+
+
 def check_matches(study: optuna.Study, space: SearchSpace, dataset: str) -> None:
     attrs = study.user_attrs
     for key, wanted in (("space", space.name), ("dataset", dataset)):
@@ -80,35 +90,55 @@ def check_matches(study: optuna.Study, space: SearchSpace, dataset: str) -> None
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
+SETTINGS_ATTR = "search_settings"
 
 
-def checked_search_settings(study: optuna.Study) -> dict:
-    """The settings `start` stored on the study, each field checked (anyone who reaches the
-    storage can change them); StudyMismatchError names the bad field."""
-    settings = study.user_attrs.get("search_settings")
-    try:
-        mapping(settings, "search_settings")
-        number(settings["val_fraction"], "val_fraction", 0, 1, open_interval=True)
-        whole_number(settings["seed"], "seed", 0, MAX_SEED)
-        text(settings["split_hash"], "split_hash", 128)
-        whole_number(settings["epochs"], "epochs", 1, MAX_EPOCHS)
-        one_of(settings["pruner"], "pruner", PRUNERS)
-        whole_number(settings["target"], "target", 1, 10**7)
-        if settings.get("precision") is not None:
-            one_of(settings["precision"], "precision", PRECISIONS)
-    except SchemaError as error:
-        raise StudyMismatchError(f"study {study.study_name!r} has damaged search settings ({error}): "
-                                 "start a new study") from None
-    except KeyError as error:
-        raise StudyMismatchError(f"study {study.study_name!r} has search settings without {error}: "
-                                 "start a new study") from None
-    return dict(settings)
+@dataclass(frozen=True)
+class SearchSettings:
+    """What `start` stores on a study so that workers can rejoin it with the same data split,
+    epochs, pruner and precision, and `export` can rebuild its split. Saved and loaded here only."""
+
+    val_fraction: float
+    seed: int
+    split_hash: str  # identifies which training images went to validation
+    epochs: int
+    pruner: str
+    target: int  # total finished trials the study should hold
+    precision: str = "fp32"  # studies from before --precision trained in float32 on CPUs
+
+    def save(self, study: optuna.Study) -> None:
+        if study.user_attrs.get(SETTINGS_ATTR) != asdict(self):
+            study.set_user_attr(SETTINGS_ATTR, asdict(self))
+
+    @classmethod
+    def load(cls, study: optuna.Study) -> SearchSettings:
+        """The stored settings, each field checked (anyone who reaches the storage can change
+        them); StudyMismatchError names a missing study setting or a bad field."""
+        stored = study.user_attrs.get(SETTINGS_ATTR)
+        if stored is None:
+            raise StudyMismatchError(f"study {study.study_name!r} was not started by kmnist-search: create "
+                                     f"it with `kmnist-search start --space NAME --study {study.study_name}`")
+        try:
+            mapping(stored, SETTINGS_ATTR)
+            return cls(val_fraction=number(stored["val_fraction"], "val_fraction", 0, 1, open_interval=True),
+                       seed=whole_number(stored["seed"], "seed", 0, MAX_SEED),
+                       split_hash=text(stored["split_hash"], "split_hash", 128),
+                       epochs=whole_number(stored["epochs"], "epochs", 1, MAX_EPOCHS),
+                       pruner=text(stored["pruner"], "pruner", 64),
+                       target=whole_number(stored["target"], "target", 1, 10**7),
+                       precision=one_of(stored.get("precision") or "fp32", "precision", PRECISIONS))
+        except SchemaError as error:
+            raise StudyMismatchError(f"study {study.study_name!r} has damaged search settings ({error}): "
+                                     "start a new study") from None
+        except KeyError as error:
+            raise StudyMismatchError(f"study {study.study_name!r} has search settings without {error}: "
+                                     "start a new study") from None
 
 
 def study_precision(study: optuna.Study | None, requested: str | None) -> str:
     """The precision a study's trials train in: the one it was started with, so one ranking
     never mixes numerics; `requested` (a --precision option, None when not given) must match."""
-    settings = study.user_attrs.get("search_settings") if study is not None else None
+    settings = study.user_attrs.get(SETTINGS_ATTR) if study is not None else None
     if settings is None:
         return requested or "auto"
     recorded = settings.get("precision", "fp32")  # studies from before --precision: fp32 on CPUs

@@ -37,7 +37,7 @@ from search.dashboard import HostCheck, allowed_hosts
 from search.export import as_plain, checked_params
 from search.proxy import HEARTBEAT_ATTR, StaleTrialReaper
 from search.retrain import SavedModelInfo, default_run_folder, load_saved_model, redacted, save_model
-from search.study import CheckpointPaths, StudyMismatchError, checked_search_settings
+from search.study import CheckpointPaths, SearchSettings, StudyMismatchError
 from spaces import get_space
 from storage.configs import FORMAT, ConfigError, read_config
 from storage.urls import STORAGE_ENV, open_storage, redact_text, redact_url
@@ -337,14 +337,14 @@ def test_damaged_search_settings_are_named(tmp_path):
     good = {"val_fraction": 0.2, "seed": 0, "split_hash": "ab", "epochs": 3, "pruner": "median",
             "target": 10, "precision": "fp32"}
     study.set_user_attr("search_settings", good)
-    assert checked_search_settings(study) == good
-    for field, value in (("epochs", 10**15), ("val_fraction", "x"), ("pruner", "../evil"), ("seed", None)):
+    assert SearchSettings.load(study) == SearchSettings(**good)
+    for field, value in (("epochs", 10**15), ("val_fraction", "x"), ("precision", "fp8"), ("seed", None)):
         study.set_user_attr("search_settings", {**good, field: value})
         with pytest.raises(StudyMismatchError, match=f"{field} must be"):
-            checked_search_settings(study)
+            SearchSettings.load(study)
     study.set_user_attr("search_settings", "not a mapping")
     with pytest.raises(StudyMismatchError, match="damaged search settings"):
-        checked_search_settings(study)
+        SearchSettings.load(study)
 
 
 def test_a_bad_heartbeat_is_skipped_and_never_stops_recovery(tmp_path):
