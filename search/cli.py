@@ -52,7 +52,7 @@ from search.cli_options import (
     whole_number,
 )
 from search.dashboard import is_loopback
-from search.export import ExportError, as_plain, checked_params, choose_trials, export_config
+from search.export import ExportError, export_config
 from search.front import COSTS, FrontError
 from search.launch import Connection, SearchStoppedError
 from search.progress import leaderboard_table
@@ -61,8 +61,8 @@ from search.study import (
     HEARTBEAT_INTERVAL_S,
     SearchSettings,
     StudyMismatchError,
-    find_study,
     queued_documented,
+    require_study,
     study_precision,
 )
 from spaces import ALL_SPACES, get_space
@@ -79,7 +79,6 @@ from storage.urls import (
     redact_url,
 )
 
-MAX_RETRAIN_SEEDS = 100
 DEBUG_ENV = "KMNIST_SEARCH_DEBUG"
 
 
@@ -520,10 +519,7 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
         console.print(f"no studies in {args.storage_shown}: run `kmnist-search start --space NAME` first")
         return 0
     for name in names:
-        study = find_study(storage, name)
-        if study is None:
-            raise StudyMismatchError(f"no study {name!r} in {args.storage_shown}: run `kmnist-search status` "
-                                     "to list the studies there")
+        study = require_study(storage, name, args.storage_shown)
         console.print(leaderboard_table(study))
         from search.reevaluate import describe_pick, stored_pick
 
@@ -564,33 +560,16 @@ def check_output_path(path: Path, force: bool) -> None:
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    from search.export import export_paths, trials_to_export
     from storage.configs import write_config
 
     fmt = args.format or ("yaml" if args.output and args.output.suffix in (".yaml", ".yml") else "json")
-    output = args.output or Path(f"best.{fmt}")
-    storage = open_storage(args.storage, must_exist=True)
-    study = find_study(storage, args.study)
-    if study is None:
-        raise ExportError(f"no study {args.study!r} in {args.storage_shown}: see `kmnist-search status "
-                          f"--storage {args.storage_shown}`")
-    from search.reevaluate import describe_pick, stored_pick
-
-    pick = stored_pick(study) if args.trial is None and args.top == 1 and args.within_points is None else None
-    if pick is not None:
-        trials = choose_trials(study, pick["trial"], 1)
-        console.print(f"exporting the {describe_pick(pick)}; --trial N exports another", highlight=False)
-    elif args.within_points is None:
-        trials = choose_trials(study, args.trial, args.top)
-    elif args.trial is not None or args.top != 1:
-        raise ExportError("--within-points picks the trial itself: leave out --trial and --top")
-    else:
-        from search.front import costed_trials, smallest_within
-
-        cost = COSTS[args.cost]
-        trials = [smallest_within(costed_trials(study, cost), cost, args.within_points)]
-    paths = [output] if len(trials) == 1 else [
-        output.with_name(f"{output.stem}-{rank}{output.suffix}") for rank in range(1, len(trials) + 1)
-    ]
+    study = require_study(open_storage(args.storage, must_exist=True), args.study, args.storage_shown,
+                          ExportError)
+    trials, how = trials_to_export(study, args.trial, args.top, args.within_points, COSTS[args.cost])
+    if how:
+        console.print(how, highlight=False)
+    paths = export_paths(args.output or Path(f"best.{fmt}"), len(trials))
     for path in paths:  # check every target before writing any
         check_output_path(path, args.force)
     for trial, path in zip(trials, paths, strict=True):
@@ -604,11 +583,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
 def cmd_reevaluate(args: argparse.Namespace, console: Console) -> int:
     from search.reevaluate import describe_pick, fold_splits, reevaluate, stored_pick
 
-    storage = open_storage(args.storage, must_exist=True)
-    study = find_study(storage, args.study)
-    if study is None:
-        raise StudyMismatchError(f"no study {args.study!r} in {args.storage_shown}: see `kmnist-search "
-                                 f"status --storage {args.storage_shown}`")
+    study = require_study(open_storage(args.storage, must_exist=True), args.study, args.storage_shown)
     settings = SearchSettings.load(study)
     space, dataset = get_space(str(study.user_attrs.get("space"))), str(study.user_attrs.get("dataset"))
     if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) == []:
@@ -664,11 +639,8 @@ def cmd_front(args: argparse.Namespace, console: Console) -> int:
 
     if args.output is not None:
         check_output_path(args.output, args.force)
-    storage = open_storage(args.storage, must_exist=True)
-    study = find_study(storage, args.study)
-    if study is None:
-        raise FrontError(f"no study {args.study!r} in {args.storage_shown}: see `kmnist-search status "
-                         f"--storage {args.storage_shown}`")
+    study = require_study(open_storage(args.storage, must_exist=True), args.study, args.storage_shown,
+                          FrontError)
     cost = COSTS[args.cost]
     trials = costed_trials(study, cost)
     front = pareto_front(trials, cost)
@@ -704,39 +676,17 @@ def cmd_front(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_retrain(args: argparse.Namespace, console: Console) -> int:
-    from storage.configs import read_config
+    from search.retrain import legacy_models, link_to_study, prepare_run, retrain
 
-    config = read_config(args.config)
-    try:
-        _, params = checked_params(config)
-    except (ConfigError, UnknownSpaceError) as error:
-        raise ConfigError(f"{args.config}: {error}") from None
-    if args.seeds > MAX_RETRAIN_SEEDS:
-        raise ConfigError(f"--seeds {args.seeds} is over {MAX_RETRAIN_SEEDS}: retrain fewer seeds")
-
-    from search.retrain import default_run_folder, legacy_models
-
-    out = args.out or default_run_folder(config)  # a path from the user, or a safe name under ./runs
-    if (out / "metrics.json").exists() and not args.force:
-        raise ConfigError(f"{out} already holds a retrained run: pass --force or choose another -o")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f"cannot create {out} ({error.strerror}): choose a writable -o") from None
-
-    from objectives.training import resolve_device
-    from search.retrain import train_and_test, write_run
-
+    config, params, out = prepare_run(args.config, args.out, args.seeds, args.force)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    data_dir = args.data_dir or default_data_dir()
     seeds = [config["seed"] + i for i in range(args.seeds)]
     console.print(f"retraining {config['space']} on {config['dataset']} for {config['epochs']} epochs, "
                   f"seeds {seeds}", highlight=False)
-    results = train_and_test(config, params, data_dir, seeds, resolve_device(args.device), out)
-    metrics = write_run(out, config, results, data_dir)
+    metrics = retrain(config, params, out, seeds, args.data_dir or default_data_dir(), args.device)
     acc = metrics["test_accuracy"]
     console.print(f"test accuracy {100 * acc['mean']:.2f}% ± {100 * acc['std']:.2f} over {len(seeds)} "
                   f"seeds; wrote {out}/model.safetensors, metrics.json, report.md, confusion_matrix.png, "
@@ -744,108 +694,28 @@ def cmd_retrain(args: argparse.Namespace, console: Console) -> int:
     for legacy in legacy_models(out):
         console.print(f"note: {legacy} is a torch.save file an older version wrote; it is never loaded, "
                       "but delete it before sharing the folder", highlight=False)
-    link_retrain_to_study(config, params, out, metrics, args, console)
+    console.print(link_to_study(config, params, out, metrics, args.storage, args.artifact_dir),
+                  highlight=False)
     return 0
 
 
-def link_retrain_to_study(config: dict, params: dict, out: Path, metrics: dict, args: argparse.Namespace,
-                          console: Console) -> None:
-    """Note on the exported trial (and artifacts on its study) so the dashboard shows where it
-    went. The storage is the user's --storage, never one named in the file; the trial must
-    be the one the file was exported from (same parameters)."""
-    from optuna.trial import TrialState
-
-    from search.evidence import append_note
-    from search.export import trial_config
-
-    provenance = config.get("provenance") or {}
-    if not {"study", "trial"} <= set(provenance):
-        return
-    where = f"study {provenance['study']!r} in {args.storage_shown}"
-    try:
-        storage = open_storage(args.storage, must_exist=True)
-        study = find_study(storage, provenance["study"])
-    except StorageError as error:
-        console.print(f"not linked to its study: {error}", highlight=False)
-        return
-    trial = None if study is None else next(
-        (t for t in study.get_trials(deepcopy=False) if t.number == provenance["trial"]), None)
-    try:
-        same = trial is not None and trial.state == TrialState.COMPLETE and \
-            as_plain(trial_config(trial, get_space(config["space"]))) == as_plain(params)
-    except (ValueError, KeyError, TypeError, UnknownSpaceError):
-        same = False
-    if not same:
-        console.print(f"not linked: {where} holds no completed trial {provenance['trial']} with these "
-                      "parameters (pass the study's --storage to link the run)", highlight=False)
-        return
-    acc = metrics["test_accuracy"]
-    summary = {"run": str(out.resolve()), "test_accuracy_mean": acc["mean"], "test_accuracy_std": acc["std"],
-               "seeds": metrics["seeds"]}
-    study.set_user_attr(f"retrained_trial_{trial.number}", summary)
-    store = open_artifact_store(artifact_dir(args.storage, args.artifact_dir))
-    for name in ("report.md", "metrics.json", "confusion_matrix.png", "learning_curve.png"):
-        attach(store, out / name, study)
-    append_note(study, trial, f"## Retrained\n\nRun folder `{out}`: test accuracy "
-                              f"{100 * acc['mean']:.2f}% ± {100 * acc['std']:.2f} over "
-                              f"{len(metrics['seeds'])} seeds (files attached to the study).")
-    console.print(f"linked to trial {trial.number} of {where}", highlight=False)
-
-
 def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
-    from objectives.data import load_raw, to_device
-    from objectives.training import evaluate, resolve_device
-    from search.retrain import load_saved_model, model_file, test_metrics
+    from search.retrain import evaluate_run
 
-    metrics_path = args.run / "metrics.json"
-    model_path = model_file(args.run)
-    if not model_path.exists() or not metrics_path.exists():
-        raise ConfigError(f"{args.run} holds no {model_path.name} and metrics.json: give a folder "
-                          "written by `kmnist-search retrain`")
-    device = resolve_device(args.device)
-    model, saved = load_saved_model(model_path, device)
-    expected = recorded_accuracy(metrics_path, saved.seed)
     # the data come from the user (--data-dir or the default), never from the run folder
-    images, labels = load_raw(saved.config["dataset"], args.data_dir or default_data_dir(), train=False,
-                              download=False)
-    evaluation = evaluate(model, to_device(images, labels, saved.mean, saved.std, device))
-    details = test_metrics(labels.numpy(), evaluation.predictions.numpy(), saved.num_classes,
-                           saved.config["dataset"])
-    console.print(f"test accuracy {100 * evaluation.accuracy:.2f}%, loss {evaluation.loss:.4f} "
-                  f"({len(labels):,} images); retrain recorded {100 * expected:.2f}% for seed "
-                  f"{saved.seed}: {'matches' if evaluation.accuracy == expected else 'DIFFERS'}",
-                  highlight=False)
+    result = evaluate_run(args.run, args.data_dir or default_data_dir(), args.device)
+    console.print(f"test accuracy {100 * result.accuracy:.2f}%, loss {result.loss:.4f} "
+                  f"({result.images:,} images); retrain recorded {100 * result.recorded:.2f}% for seed "
+                  f"{result.seed}: {'matches' if result.matches else 'DIFFERS'}", highlight=False)
     table = Table(title="per class")
     for column in ("label", "class", "precision", "recall", "f1-score", "support"):
         table.add_column(column)
+    details = result.details
     for (label, row), name in zip(details["per_class"].items(), details["class_names"], strict=True):
         table.add_row(label, name, *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1-score")),
                       str(row["support"]))
     console.print(table)
     return 0
-
-
-MAX_METRICS_BYTES = 1_000_000
-
-
-def recorded_accuracy(metrics_path: Path, seed: int) -> float:
-    """The test accuracy a run's metrics.json records for `seed`, checked before it is used."""
-    import json
-
-    from objectives.schema import SchemaError, mapping, number
-
-    try:
-        if metrics_path.stat().st_size > MAX_METRICS_BYTES:
-            raise ValueError(f"over {MAX_METRICS_BYTES:,} bytes")
-        recorded = json.loads(metrics_path.read_text())
-        accuracy = mapping(mapping(recorded, "metrics")["test_accuracy"], "test_accuracy")
-        per_seed = mapping(accuracy["per_seed"], "test_accuracy.per_seed", max_keys=1000)
-        return number(per_seed[str(seed)], f"test_accuracy.per_seed.{seed}", 0, 1)
-    except (KeyError, TypeError, SchemaError):
-        raise ConfigError(f"{metrics_path} lacks seed {seed}'s test accuracy (a number from 0 to 1): "
-                          "retrain to write a new run") from None
-    except (OSError, ValueError, RecursionError) as error:
-        raise ConfigError(f"cannot read {metrics_path} ({error}): retrain to write a new run") from None
 
 
 def cmd_build_root(args: argparse.Namespace, console: Console) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -57,6 +58,33 @@ def choose_trials(study: optuna.Study, trial_number: int | None, top: int) -> li
                               "export a completed trial")
         return match
     return sorted(complete, key=lambda t: t.value, reverse=True)[:top]
+
+
+def trials_to_export(study: optuna.Study, trial_number: int | None, top: int, within_points: float | None,
+                     cost: Any) -> tuple[list[FrozenTrial], str]:
+    """The trials `export` writes, and a line saying how they were chosen ("" for the plain best):
+    --trial, --within-points (the cheapest near the best), the study's re-evaluated pick, or
+    the --top best by validation accuracy."""
+    from search.reevaluate import describe_pick, stored_pick
+
+    if within_points is not None:
+        if trial_number is not None or top != 1:
+            raise ExportError("--within-points picks the trial itself: leave out --trial and --top")
+        from search.front import costed_trials, smallest_within
+
+        return [smallest_within(costed_trials(study, cost), cost, within_points)], ""
+    pick = stored_pick(study) if trial_number is None and top == 1 else None
+    if pick is not None:
+        return choose_trials(study, pick["trial"], 1), f"exporting the {describe_pick(pick)}; --trial N " \
+                                                       "exports another"
+    return choose_trials(study, trial_number, top), ""
+
+
+def export_paths(output: Path, count: int) -> list[Path]:
+    """One file, or NAME-1, NAME-2, ... for several trials."""
+    if count == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}-{rank}{output.suffix}") for rank in range(1, count + 1)]
 
 
 def retrain_epochs(trial: FrozenTrial, params: dict[str, Any]) -> int:

@@ -22,7 +22,7 @@ from objectives.errors import TensorFileError
 from objectives.models import build_model, model_config
 from objectives.schema import MAX_SEED, SchemaError, mapping, number, one_of, text, whole_number
 from objectives.tensor_files import TENSOR_KEY, TensorInfo, load_tensor_file, save_tensor_file, tensor_info
-from objectives.training import EpochResult, evaluate, seed_everything, train, train_settings
+from objectives.training import EpochResult, evaluate, resolve_device, seed_everything, train, train_settings
 from search.evidence import (
     class_names,
     confusion_figure,
@@ -34,7 +34,7 @@ from search.export import checked_params
 from spaces.base import UnknownSpaceError
 from spaces.documented import ALL_EXPERIMENTS
 from storage.artifacts import safe_slug
-from storage.configs import OPTIONAL_KEYS, REQUIRED_KEYS, ConfigError, check_fields
+from storage.configs import OPTIONAL_KEYS, REQUIRED_KEYS, ConfigError, check_fields, read_config
 from storage.urls import redact_url
 
 MODEL_FORMAT = "kmnist-search-model/2"  # /1 was a torch.save file (model.pt)
@@ -321,3 +321,130 @@ def report_text(config: dict[str, Any], metrics: dict[str, Any]) -> str:
         lines.insert(4, f"Note: this test set has {metrics['test_images']:,} images, not the official "
                         "10,000, so the documented figures were measured on different data.\n")
     return "\n".join(lines)
+
+
+# --- the `retrain` and `evaluate` commands as library calls ---
+
+MAX_RETRAIN_SEEDS = 100
+MAX_METRICS_BYTES = 1_000_000
+
+
+def prepare_run(config_path: Path, out: Path | None, seeds: int,
+                force: bool) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """The checked configuration, its parameters and the run folder (created), before any
+    training: ConfigError for a bad file, too many seeds or a folder that holds a run."""
+    config = read_config(config_path)
+    try:
+        _, params = checked_params(config)
+    except (ConfigError, UnknownSpaceError) as error:
+        raise ConfigError(f"{config_path}: {error}") from None
+    if seeds > MAX_RETRAIN_SEEDS:
+        raise ConfigError(f"--seeds {seeds} is over {MAX_RETRAIN_SEEDS}: retrain fewer seeds")
+    out = out or default_run_folder(config)  # a path from the user, or a safe name under ./runs
+    if (out / "metrics.json").exists() and not force:
+        raise ConfigError(f"{out} already holds a retrained run: pass --force or choose another -o")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create {out} ({error.strerror}): choose a writable -o") from None
+    return config, params, out
+
+
+def retrain(config: dict[str, Any], params: dict[str, Any], out: Path, seeds: list[int], data_dir: Path,
+            device: str = "auto") -> dict[str, Any]:
+    """Train and test once per seed and write the run folder; returns its metrics."""
+    results = train_and_test(config, params, data_dir, seeds, resolve_device(device), out)
+    return write_run(out, config, results, data_dir)
+
+
+def link_to_study(config: dict[str, Any], params: dict[str, Any], out: Path, metrics: dict[str, Any],
+                  storage_url: str, artifact_override: Path | None = None) -> str:
+    """Note on the exported trial (and artifacts on its study) so the dashboard shows where it
+    went; returns what happened, in one line. The storage is the user's, never one named in
+    the file, and the trial must be the one the file was exported from (same parameters)."""
+    from optuna.trial import TrialState
+
+    from search.evidence import append_note
+    from search.export import as_plain, trial_config
+    from search.study import find_study
+    from spaces import get_space
+    from storage.artifacts import artifact_dir, attach, open_artifact_store
+    from storage.urls import StorageError, open_storage
+
+    provenance = config.get("provenance") or {}
+    if not {"study", "trial"} <= set(provenance):
+        return "not linked: the configuration names no study and trial"
+    where = f"study {provenance['study']!r} in {redact_url(storage_url)}"
+    try:
+        study = find_study(open_storage(storage_url, must_exist=True), provenance["study"])
+    except StorageError as error:
+        return f"not linked to its study: {error}"
+    trial = None if study is None else next(
+        (t for t in study.get_trials(deepcopy=False) if t.number == provenance["trial"]), None)
+    try:
+        same = trial is not None and trial.state == TrialState.COMPLETE and \
+            as_plain(trial_config(trial, get_space(config["space"]))) == as_plain(params)
+    except (ValueError, KeyError, TypeError, UnknownSpaceError):
+        same = False
+    if not same:
+        return (f"not linked: {where} holds no completed trial {provenance['trial']} with these parameters "
+                "(pass the study's --storage to link the run)")
+    acc = metrics["test_accuracy"]
+    study.set_user_attr(f"retrained_trial_{trial.number}", {
+        "run": str(out.resolve()), "test_accuracy_mean": acc["mean"], "test_accuracy_std": acc["std"],
+        "seeds": metrics["seeds"]})
+    store = open_artifact_store(artifact_dir(storage_url, artifact_override))
+    for name in ("report.md", "metrics.json", "confusion_matrix.png", "learning_curve.png"):
+        attach(store, out / name, study)
+    append_note(study, trial, f"## Retrained\n\nRun folder `{out}`: test accuracy "
+                              f"{100 * acc['mean']:.2f}% ± {100 * acc['std']:.2f} over "
+                              f"{len(metrics['seeds'])} seeds (files attached to the study).")
+    return f"linked to trial {trial.number} of {where}"
+
+
+@dataclass(frozen=True)
+class RunEvaluation:
+    accuracy: float
+    loss: float
+    images: int
+    seed: int  # of the run's model file
+    recorded: float  # the test accuracy retrain recorded for that seed
+    details: dict[str, Any]  # per class, confusion matrix, class names (test_metrics)
+
+    @property
+    def matches(self) -> bool:
+        return self.accuracy == self.recorded
+
+
+def evaluate_run(run: Path, data_dir: Path, device: str = "auto") -> RunEvaluation:
+    """Reload a run folder's model and test it again on the test images under `data_dir`
+    (never a path the folder names; nothing is downloaded)."""
+    metrics_path = run / "metrics.json"
+    model_path = model_file(run)
+    if not model_path.exists() or not metrics_path.exists():
+        raise ConfigError(f"{run} holds no {model_path.name} and metrics.json: give a folder "
+                          "written by `kmnist-search retrain`")
+    torch_device = resolve_device(device)
+    model, saved = load_saved_model(model_path, torch_device)
+    recorded = recorded_accuracy(metrics_path, saved.seed)
+    images, labels = load_raw(saved.config["dataset"], data_dir, train=False, download=False)
+    evaluation = evaluate(model, to_device(images, labels, saved.mean, saved.std, torch_device))
+    details = test_metrics(labels.numpy(), evaluation.predictions.numpy(), saved.num_classes,
+                           saved.config["dataset"])
+    return RunEvaluation(evaluation.accuracy, evaluation.loss, len(labels), saved.seed, recorded, details)
+
+
+def recorded_accuracy(metrics_path: Path, seed: int) -> float:
+    """The test accuracy a run's metrics.json records for `seed`, checked before it is used."""
+    try:
+        if metrics_path.stat().st_size > MAX_METRICS_BYTES:
+            raise ValueError(f"over {MAX_METRICS_BYTES:,} bytes")
+        recorded = json.loads(metrics_path.read_text())
+        accuracy = mapping(mapping(recorded, "metrics")["test_accuracy"], "test_accuracy")
+        per_seed = mapping(accuracy["per_seed"], "test_accuracy.per_seed", max_keys=1000)
+        return number(per_seed[str(seed)], f"test_accuracy.per_seed.{seed}", 0, 1)
+    except (KeyError, TypeError, SchemaError):
+        raise ConfigError(f"{metrics_path} lacks seed {seed}'s test accuracy (a number from 0 to 1): "
+                          "retrain to write a new run") from None
+    except (OSError, ValueError, RecursionError) as error:
+        raise ConfigError(f"cannot read {metrics_path} ({error}): retrain to write a new run") from None
