@@ -666,7 +666,7 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
-    from optuna_dashboard import run_server
+    from search.dashboard import serve_dashboard
 
     storage = open_storage(args.storage, must_exist=True)
     folder = artifact_dir(args.storage, args.artifact_dir)
@@ -676,7 +676,7 @@ def cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
               "studies", file=sys.stderr)
     console.print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {args.storage} "
                   f"(artifacts: {folder}); Ctrl-C stops it", highlight=False)
-    run_server(storage, host=args.host, port=args.port, artifact_store=open_artifact_store(folder))
+    serve_dashboard(storage, args.host, args.port, open_artifact_store(folder))
     return 0
 
 
@@ -759,7 +759,7 @@ def cmd_front(args: argparse.Namespace, console: Console) -> int:
                       f"{attrs['forward_mflops']:.3g}", str(attrs.get("latency_ms", "-")),
                       str(attrs.get("latency_ms_batch256", "-")), trial_source(t), format_params(t.params))
     console.print(table)
-    title = f"{study.study_name}: validation error against {cost.unit}"
+    title = f"{study.study_name}: validation accuracy against {cost.unit}"
     with tempfile.TemporaryDirectory() as folder:
         path = plot_front(trials, front, cost, stored_budget(study), title,
                           Path(folder) / f"front-{cost.name}-{len(trials)}-trials.png", pick)
