@@ -37,8 +37,9 @@ def importance_deferred(app: WSGIApp, storage: optuna.storages.BaseStorage,
             except KeyError:  # no such study: the dashboard answers that itself
                 complete = min_trials
             if complete < min_trials:
-                body = json.dumps({"reason": f"shown from {min_trials} completed trials; this study has "
-                                             f"{complete}"}).encode()
+                reason = (f"it needs {min_trials} completed trials to rank the parameters; this study has "
+                          f"{complete} so far")
+                body = json.dumps({"reason": reason}).encode()
                 start_response("400 Bad Request", [("Content-Type", "application/json"),
                                                    ("Content-Length", str(len(body)))])
                 return [body]
