@@ -179,7 +179,7 @@ def table_cells(row: AuditRow) -> list[str]:
             format_difference(row.metric, row.difference), row.verdict, row.reason]
 
 
-ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/[^\s`'\"(),;]+")
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/])/[^\s`'\"(),;]+")  # not inside a URL (sqlite:////tmp/..)
 LONG_REASON = 60  # characters: a longer reason given by more than one row is stated once, as a note
 
 

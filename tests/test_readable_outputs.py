@@ -144,6 +144,8 @@ def test_readable_paths_drop_scratch_folders_and_the_working_folder(monkeypatch,
     monkeypatch.chdir(tmp_path)
     text = f"run {SCRATCH}/tmpq1/retrained and {tmp_path}/runs/best/ and /srv/data"
     assert readable_paths(text) == "run retrained and runs/best/ and /srv/data"
+    url = f"sqlite:///{SCRATCH}/tmpq1/k.db"  # a URL is left whole: it must still open
+    assert readable_paths(url) == url
 
 
 def test_notes_name_the_trial_and_show_no_scratch_path(tmp_path):
