@@ -17,6 +17,7 @@ two processes at a time:
 
     .venv/bin/python benchmarks/deployment_budget.py [--cnn-minutes 12] [--mlp-minutes 6] [--quick]
         [--out DIR] [--reuse]
+    .venv/bin/python benchmarks/deployment_budget.py --replot   # the front figures from the results file
 
 Writes results/deployment_budget.json and results/deployment_budget-*.png (or .quick.tmp).
 """
@@ -140,6 +141,10 @@ def study_summary(study: optuna.Study, budget: int | None) -> dict[str, Any]:
         "epochs_trained": sum(len(t.intermediate_values) for t in finished),
         "best": trial_summary(study.best_trial),
         "front_params": [trial_summary(t) for t in pareto_front(complete, COSTS["params"])],
+        # every completed trial's costs, so the front figures can be drawn again (--replot)
+        "completed_trials": [{"trial": t.number, "validation_accuracy": t.value,
+                              **{c: t.user_attrs[c] for c in ("param_count", "latency_ms")
+                                 if c in t.user_attrs}} for t in complete],
     }
     if budget is not None:
         # how often TPE proposed an over-budget model before and after its start-up trials
@@ -206,6 +211,28 @@ def retrain_pair(storage: str, picks: dict[str, tuple[str, int]], root: Path, fo
     return results
 
 
+def replot(results: dict[str, Any], folder: Path, within_points: float) -> list[Path]:
+    """The front figures again from a results file that lists every completed trial."""
+    from objectives.budget import Budget
+    from search.front import plot_front
+
+    paths = []
+    for study_name, summary in results["studies"].items():
+        trials = []
+        for row in summary["completed_trials"]:
+            trial = optuna.trial.create_trial(value=row["validation_accuracy"], user_attrs=row)
+            trial.number = row["trial"]
+            trials.append(trial)
+        budget = Budget(max_params=summary["budget_max_params"])
+        for cost in ("params", "latency") if study_name.startswith("cnn") else ("params",):
+            costed = [t for t in trials if COSTS[cost].attr in t.user_attrs]
+            path = folder / f"deployment_budget-{study_name}-{cost}.png"
+            paths.append(plot_front(costed, pareto_front(costed, COSTS[cost]), COSTS[cost], budget,
+                                    f"{study_name}: validation accuracy against {COSTS[cost].unit}", path,
+                                    smallest_within(costed, COSTS[cost], within_points)))
+    return paths
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--cnn-minutes", type=float, default=12.0, help="--timeout of each CNN search")
@@ -217,7 +244,16 @@ def main() -> None:
     p.add_argument("--source", type=Path, default=SOURCE,
                    help="KMNIST root with training and official test files")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "deployment-budget", help="studies and runs")
+    p.add_argument("--replot", action="store_true",
+                   help="only redraw the front figures from results/deployment_budget.json")
     args = p.parse_args()
+    if args.replot:
+        results = json.loads((RESULTS / "deployment_budget.json").read_text())
+        if any("completed_trials" not in summary for summary in results["studies"].values()):
+            raise SystemExit("deployment_budget: results/deployment_budget.json predates the list of "
+                             "completed trials the figures need: run the benchmark again")
+        print("wrote " + ", ".join(map(str, replot(results, RESULTS, args.within_points))))
+        return
     minutes = {"cnn_beyond": 0.6, "mlp_beyond": 0.6} if args.quick else {"cnn_beyond": args.cnn_minutes,
                                                                           "mlp_beyond": args.mlp_minutes}
     if not (args.source / "KMNIST" / "raw" / "train-images-idx3-ubyte.gz").exists():

@@ -11,6 +11,7 @@ arm: the best validation accuracy of a completed trial (the value `export` picks
 
     .venv/bin/python benchmarks/search_arms.py             # missing runs, retrains, analysis
     .venv/bin/python benchmarks/search_arms.py --analyse   # analysis of the runs on disk only
+    .venv/bin/python benchmarks/search_arms.py --replot    # the figures again, from the results file
     .venv/bin/python benchmarks/search_arms.py --quick     # a smoke run (seconds, not kept)
 
 Resumable: each run writes results/search_arms/runs/ARM-seed-S.json and each retrain
@@ -446,55 +447,142 @@ def tables(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(runs: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
-    """Three panels: every arm against seconds; the product arms close up, with their spread
-    across seeds; every arm against epochs trained."""
-    import matplotlib
-    matplotlib.use("Agg")
+CURVE_POINTS = 61  # best-so-far sampled every 2 s of a 120 s run: enough to redraw the curves
+
+
+def curve_table(runs: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
+    """Every run's best-so-far validation accuracy on one grid of seconds, by arm and seed: what
+    the curve figure needs, small enough for the results file (the per-run files are not kept)."""
+    table: dict[str, Any] = {}
+    for name, by_seed in runs.items():
+        budget = next(iter(by_seed.values()))["budget_s"]
+        grid = np.linspace(0, budget, CURVE_POINTS)
+        table[name] = {"seconds": [round(float(s), 2) for s in grid],
+                       "best_so_far": {str(seed): [round(best_at(run, s), 4) for s in grid]
+                                       for seed, run in sorted(by_seed.items())}}
+    return table
+
+
+def _ranked(names: list[str], ranking: list[str]) -> list[str]:
+    return [n for n in ranking if n in names] + [n for n in names if n not in ranking]
+
+
+def plot_curves(curves: dict[str, Any], ranking: list[str], path: Path) -> Path:
+    """Small multiples, one panel per arm in ranking order: its seeds' median best-so-far with
+    their min-max band, over the default's median for reference."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(20, 6.5))
-    colours = plt.get_cmap("tab20")
-    for i, (name, by_seed) in enumerate(runs.items()):
-        rs = list(by_seed.values())
-        budget = rs[0]["budget_s"]
-        grid_s = np.linspace(0, budget, 361)
-        curves = np.array([[best_at(r, s) for s in grid_s] for r in rs])
-        max_epochs = max(t["cumulative_epochs"] for r in rs for t in r["trials"] if t["elapsed_s"] <= budget)
-        grid_e = np.arange(0, max_epochs + 1)
-        by_epochs = np.array([[max([t["value"] for t in r["trials"]
-                                    if t["value"] is not None and t["elapsed_s"] <= budget
-                                    and t["cumulative_epochs"] <= e], default=0.0)
-                               for e in grid_e] for r in rs])
-        style = {"color": colours(2 * (i % 10) + i // 10), "linestyle": "-" if i % 2 == 0 else "--",
-                 "linewidth": 2.2 if name == "default" else 1.3}
-        panels = [(axes[0], grid_s, curves, False), (axes[2], grid_e, by_epochs, False)]
-        if name != "optuna_example":
-            panels.append((axes[1], grid_s, curves, True))
-        for ax, grid, values, band in panels:
-            keep = (values > 0).any(axis=0)  # from the first completed trial of any seed
-            grid, values = grid[keep], np.where(values[:, keep] > 0, values[:, keep], np.nan)
-            ax.plot(grid, np.nanmedian(values, axis=0) * 100, label=f"{name} (n={len(rs)})", **style)
-            if band:
-                ax.fill_between(grid, np.nanmin(values, axis=0) * 100, np.nanmax(values, axis=0) * 100,
-                                color=style["color"], alpha=0.06)
-    titles = ("all arms: median over seeds", "the product's arms, close up: median and min-max",
-              "all arms against epochs trained: median")
-    for ax, xlabel, title in zip(axes, ("seconds of the run (one thread)",) * 2 + ("epochs trained",),
-                                 titles, strict=True):
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("best validation accuracy so far (%)")
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylim(84, 94)
-    axes[1].set_ylim(90.5, 93)
-    axes[2].set_ylim(84, 94)
-    axes[2].set_xscale("log")
-    axes[0].legend(fontsize=8, loc="lower right")
-    fig.suptitle("mlp_regularisation on 5,842 real KMNIST training images (1,169 validation)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    from search.figure_style import COLOURS, WIDTH, figure_style, percent_axis, save_figure
+
+    names = _ranked(list(curves), ranking)
+    columns = 4
+    rows = -(-len(names) // columns)
+
+    def spread_of(name: str) -> tuple[np.ndarray, np.ndarray]:
+        table = np.array(list(curves[name]["best_so_far"].values())) * 100
+        table = np.where(table > 0, table, np.nan)  # before a seed's first completed trial
+        return np.array(curves[name]["seconds"]), table
+
+    with figure_style():
+        fig, axes = plt.subplots(rows, columns, figsize=(WIDTH, 0.8 + 1.9 * rows), sharex=True, sharey=True,
+                                 squeeze=False, layout="constrained")
+        reference = spread_of("default") if "default" in curves else None
+        for ax, name in zip(axes.flat, names, strict=False):
+            seconds, table = spread_of(name)
+            seen = ~np.isnan(table).all(axis=0)
+            low, mid, high = (np.nanmin(table[:, seen], axis=0), np.nanmedian(table[:, seen], axis=0),
+                              np.nanmax(table[:, seen], axis=0))
+            ax.fill_between(seconds[seen], low, high, color=COLOURS["measured"], alpha=0.2, linewidth=0,
+                            label="min-max over seeds")
+            ax.plot(seconds[seen], mid, color=COLOURS["measured"], label="median over seeds")
+            if reference is not None and name != "default":
+                ref_s, ref = reference
+                ok = ~np.isnan(ref).all(axis=0)
+                ax.plot(ref_s[ok], np.nanmedian(ref[:, ok], axis=0), color=COLOURS["reference"],
+                        linestyle="--", linewidth=1.1, label="default's median")
+            ax.set_title(f"{name} (n={len(table)})", fontsize=9)
+        for ax in list(axes.flat)[len(names):]:
+            ax.axis("off")
+        percent_axis(axes[0, 0])
+        axes[0, 0].set_ylim(88, 93)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("best val. accuracy")
+        for column in range(columns):
+            drawn = [r for r in range(rows) if r * columns + column < len(names)]
+            if drawn:
+                axes[drawn[-1], column].set_xlabel("seconds (one thread)")
+                axes[drawn[-1], column].xaxis.set_tick_params(labelbottom=True)
+        handles, labels = max((ax.get_legend_handles_labels() for ax in axes.flat), key=lambda h: len(h[0]))
+        fig.legend(handles, labels, loc="outside lower center", ncols=3)
+        fig.suptitle("Best validation accuracy so far, per arm (n: seeds; below 88% not shown)")
+        return save_figure(fig, path)
+
+
+def plot_summary(results: dict[str, Any], path: Path) -> Path:
+    """What the results file alone supports: each arm's best validation accuracy at the end of
+    the budget (every seed's spread) and halfway, and the seconds each seed took to reach the
+    two highest levels (a cross past the budget: never)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from search.figure_style import WIDTH, figure_style, percent_axis, save_figure
+
+    arms, budget = results["arms"], results["budget_s_per_run"]
+    names = _ranked(list(arms), results["ranking_by_median_final_best"])
+    y = np.arange(len(names))[::-1]
+    levels = [f"{level:.3f}" for level in results["levels"]][-2:]
+    never = budget * 1.17
+    with figure_style():
+        fig, (best_ax, time_ax) = plt.subplots(1, 2, figsize=(WIDTH, 0.9 + 0.36 * len(names)), sharey=True,
+                                               width_ratios=(1.1, 1), layout="constrained")
+        for row, name in zip(y, names, strict=True):
+            end, half = arms[name]["best_at_100pct"], arms[name]["best_at_50pct"]
+            best_ax.plot([100 * end["min"], 100 * end["max"]], [row, row], color="tab:blue", linewidth=1)
+            best_ax.plot([100 * end["q1"], 100 * end["q3"]], [row, row], color="tab:blue", linewidth=4.5,
+                         solid_capstyle="butt")
+            best_ax.plot(100 * end["median"], row, "o", color="white", markeredgecolor="tab:blue",
+                         markersize=5)
+            best_ax.plot(100 * half["median"], row + 0.28, "v", color="tab:orange", markersize=5)
+            for level, colour, shift in zip(levels, ("tab:green", "tab:purple"), (0.15, -0.15), strict=True):
+                seconds = arms[name]["levels"][level]["seconds_per_seed"]
+                reached = [s for s in seconds if s is not None]
+                time_ax.plot(reached, [row + shift] * len(reached), "o", color=colour, markersize=4,
+                             alpha=0.8)
+                missed = len(seconds) - len(reached)
+                if missed:
+                    time_ax.plot([never], [row + shift], "x", color=colour, markersize=6)
+                    time_ax.annotate(f"{missed}", (never, row + shift), textcoords="offset points",
+                                     xytext=(6, 0), va="center", fontsize=7, color=colour)
+        best_ax.set_yticks(y, names)
+        best_ax.set_xlabel("best validation accuracy")
+        percent_axis(best_ax, "x")
+        best_ax.set_title(f"best of each seed's {budget:g} s run", fontsize=9)
+        time_ax.axvline(budget, color="0.5", linewidth=0.8)
+        time_ax.set_xlim(0, budget * 1.27)
+        time_ax.set_xticks([0, 30, 60, 90, budget, never], ["0", "30", "60", "90", f"{budget:g}", "never"])
+        time_ax.set_xlabel("seconds to first reach it (one thread)")
+        time_ax.set_title("time to a level: a dot per seed, x: never", fontsize=9)
+        colours = ("tab:green", "tab:purple")
+        fig.legend(handles=[
+            Line2D([], [], color="tab:blue", linewidth=1, marker="o", markerfacecolor="white",
+                   label="end of budget: median, quartiles, min-max"),
+            Line2D([], [], color="tab:orange", marker="v", linestyle="", label="halfway: median"),
+            *(Line2D([], [], color=c, marker="o", linestyle="", label=f"reached {100 * float(lv):g}%")
+              for lv, c in zip(levels, colours, strict=True))],
+            loc="outside lower center", ncols=4, fontsize=8)
+        fig.suptitle(f"{results['space']} on 5,842 real KMNIST training images: {len(names)} arms, "
+                     f"{max(len(a['seeds']) for a in arms.values())} seeds each")
+        return save_figure(fig, path)
+
+
+def figures(results: dict[str, Any], png: Path) -> list[Path]:
+    """PNG: the summary every results file supports; PNG-curves.png: the curves, where the
+    results hold them (files written before they did, do not)."""
+    paths = [plot_summary(results, png)]
+    if results.get("curves"):
+        paths.append(plot_curves(results["curves"], results["ranking_by_median_final_best"],
+                                 png.with_name(f"{png.stem}-curves.png")))
+    return paths
 
 
 def load_all(folder: Path) -> dict[str, dict[int, dict[str, Any]]]:
@@ -522,7 +610,13 @@ def main() -> None:
     p.add_argument("--retrain", nargs=2, metavar=("ARM", "SEED"), help=argparse.SUPPRESS)
     p.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--out-dir", type=Path, default=OUT, help=argparse.SUPPRESS)
+    p.add_argument("--replot", action="store_true",
+                   help="only redraw the figures from results/search_arms.json (no runs needed)")
     args = p.parse_args()
+    if args.replot:
+        path = RESULTS / "search_arms.json"
+        print("wrote " + ", ".join(map(str, figures(json.loads(path.read_text()), path.with_suffix(".png")))))
+        return
     out = Path(tempfile.mkdtemp(prefix="search-arms-quick-")) if args.quick else args.out_dir
     if args.run:
         run_one(args.run[0], int(args.run[1]), args.budget or BUDGET_S, args.data_dir,
@@ -575,10 +669,10 @@ def main() -> None:
                        "5,842 train / 1,169 validation) and the official 10,000 test images (retrains only)",
                "space": "mlp_regularisation", "epochs_per_trial": EPOCHS, "budget_s_per_run": budget,
                "levels": LEVELS, "bootstrap_resamples": BOOTSTRAP, "retrained_arms": sorted(retrains),
-               **analyse(runs, retrains, arms)}
+               **analyse(runs, retrains, arms), "curves": curve_table(runs)}
     path = write_results("search_arms", results, quick=args.quick)
     png = path.with_suffix(".png") if not args.quick else out / "search_arms.png"
-    plot(runs, png)
+    figures(results, png)
     (png.with_suffix(".md")).write_text(tables(results))
     for name in results["ranking_by_median_final_best"]:
         row = results["arms"][name]

@@ -34,6 +34,7 @@ SERVER_START_S = 60
 PLOTS_LOADED = """() => { const imgs = [...document.querySelectorAll('img[src*="/artifacts/"]')];
                           return imgs.length > 0 && imgs.every(img => img.naturalWidth > 0); }"""
 NOTE_METRICS = ("param_count", "test_accuracy", "val_accuracy", "test_loss", "val_loss")
+NO_NOTICES = "() => document.querySelectorAll('.notistack-MuiContent').length === 0"
 SCIENTIFIC = re.compile(r"\d\.\d+e[+-]\d+")  # 1.33377e+06: how a note must not show a number
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the server is on loopback
 
@@ -111,6 +112,8 @@ def screenshot(base: str, study_id: int, trial_number: int, study_png: Path, tri
             expect(page.get_by_text("Best Trial").first).to_be_visible(timeout=30_000)
             page.wait_for_load_state("networkidle")
             page.wait_for_timeout(1500)  # plotly animates its first draw
+            # notices (importance deferred below search/dashboard.py's threshold) hide after 5 s
+            page.wait_for_function(NO_NOTICES, timeout=30_000)
             page.screenshot(path=str(study_png))
 
             # the trial pane scrolls inside the page: a tall window shows note and plots at once

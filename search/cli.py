@@ -656,7 +656,7 @@ def cmd_front(args: argparse.Namespace, console: Console) -> int:
                       f"{attrs['forward_mflops']:.3g}", str(attrs.get("latency_ms", "-")),
                       str(attrs.get("latency_ms_batch256", "-")), trial_source(t), format_params(t.params))
     console.print(table)
-    title = f"{study.study_name}: validation error against {cost.unit}"
+    title = f"{study.study_name}: validation accuracy against {cost.unit}"
     with tempfile.TemporaryDirectory() as folder:
         path = plot_front(trials, front, cost, stored_budget(study), title,
                           Path(folder) / f"front-{cost.name}-{len(trials)}-trials.png", pick)

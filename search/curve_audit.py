@@ -32,7 +32,8 @@ from search.curve_fit import (
     local_slopes,
     validate,
 )
-from search.replay import format_value, judge
+from search.figure_style import COLOURS, WIDTH, log_count_axis, percent_axis, save_figure, styled
+from search.replay import footnoted_table, format_value, judge, readable_paths
 from search.study import StudyMismatchError, make_sampler, open_study
 from spaces.base import DocumentedExperiment, SearchSpace
 
@@ -299,44 +300,80 @@ noise). Only test accuracy is extrapolated.
 
 VERDICT_COLOURS = {"consistent with the extrapolation": "tab:green", "reproduced": "tab:green",
                    "outside the extrapolated interval": "tab:red", "not reproduced": "tab:red"}
+NOT_JUDGED = "not judged by the curve"
 
 
-def plot_curves(claims: Sequence[CurveAuditRow], runs: Sequence[CurveRun], path: Path) -> Path:
-    """One panel per experiment: runs, fitted curve, interval at the report's size, claim."""
-    import matplotlib
+def panel_title(row: CurveAuditRow, width: int = 30) -> str:
+    """'000 · Experiment 1' on at most two lines, shortened with an ellipsis beyond that."""
+    import textwrap
 
-    matplotlib.use("Agg")
+    lines = textwrap.wrap(f"{row.report.split('_')[0]} · {row.experiment}", width)
+    if len(lines) > 2:
+        lines = [lines[0], textwrap.shorten(" ".join(lines[1:]), width, placeholder=" ...")]
+    return "\n".join(lines)
+
+
+@styled
+def plot_curves(claims: Sequence[CurveAuditRow], runs: Sequence[CurveRun], path: Path,
+                validated: bool = True) -> Path:
+    """One panel per experiment with a test-accuracy claim: its runs, the fitted curve over the
+    measured sizes, and the claim at the report's size. The extrapolation (dashed, with its
+    interval) is drawn only when it `validated`: the audit judges no claim by one that did not."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     tested = [r for r in claims if r.metric == "test_accuracy" and r.curve_e_inf is not None]
-    by_key = {f"{r.report.split('_')[0]}/{r.experiment}": r for r in tested}
-    columns = 4
+    columns = 4 if len(tested) > 4 else max(1, len(tested))
     rows = max(1, -(-len(tested) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
-    for ax, (key, row) in zip(axes.flat, by_key.items(), strict=False):
-        mine = [r for r in runs if r.experiment == key]
-        ax.scatter([r.size for r in mine], [100 * r.test_accuracy for r in mine], s=8, color="tab:blue")
-        n = np.geomspace(min(r.size for r in mine), row.target_images, 100)
+    fig, axes = plt.subplots(rows, columns, figsize=(WIDTH, 0.9 + 2.1 * rows), squeeze=False, sharex=True,
+                             sharey=True, layout="constrained")
+    verdicts: set[str] = set()
+    for ax, row in zip(axes.flat, tested, strict=False):
+        mine = [r for r in runs if r.experiment == f"{row.report.split('_')[0]}/{row.experiment}"]
+        sizes = [r.size for r in mine]
+        ax.scatter(sizes, [100 * r.test_accuracy for r in mine], s=9, color=COLOURS["measured"], alpha=0.8,
+                   zorder=2)
         curve = Curve(row.curve_e_inf, row.curve_b, row.curve_c)
-        ax.plot(n, 100 * curve.accuracy(n), color="tab:blue", linewidth=1)
-        ax.errorbar([row.target_images], [100 * row.extrapolated],
-                    yerr=[[100 * (row.extrapolated - row.interval_low)],
-                          [100 * (row.interval_high - row.extrapolated)]], color="black", capsize=3)
-        ax.scatter([row.target_images], [100 * row.claimed], marker="*", s=60, zorder=3,
-                   color=VERDICT_COLOURS.get(row.verdict, "tab:gray"))
-        ax.set_xscale("log")
-        ax.set_title(key if len(key) < 38 else key[:36] + "...", fontsize=7)
-        ax.tick_params(labelsize=6)
-    for ax in list(axes.flat)[len(by_key):]:
+        n = np.geomspace(min(sizes), max(sizes), 60)
+        ax.plot(n, 100 * curve.accuracy(n), color=COLOURS["measured"])
+        if validated:
+            far = np.geomspace(max(sizes), row.target_images, 60)
+            ax.plot(far, 100 * curve.accuracy(far), color=COLOURS["measured"], linestyle="--")
+            ax.errorbar([row.target_images], [100 * row.extrapolated],
+                        yerr=[[100 * (row.extrapolated - row.interval_low)],
+                              [100 * (row.interval_high - row.extrapolated)]],
+                        color=COLOURS["measured"], capsize=3, linewidth=1.2)
+        verdict = row.verdict if row.verdict in VERDICT_COLOURS else NOT_JUDGED
+        verdicts.add(verdict)
+        ax.scatter([row.target_images], [100 * row.claimed], marker="*", s=90, zorder=3,
+                   color=VERDICT_COLOURS.get(verdict, COLOURS["claim"]))
+        ax.set_title(panel_title(row), fontsize=8)
+        ax.tick_params(labelsize=8)
+    for ax in list(axes.flat)[len(tested):]:
         ax.axis("off")
-    fig.supxlabel("training images (log); star: claimed test accuracy (green consistent, red outside, grey "
-                  "not judged); bar: extrapolated interval",
-                  fontsize=8)
-    fig.supylabel("test accuracy (%)", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    if tested:
+        log_count_axis(axes[0, 0], "x")
+        percent_axis(axes[0, 0])
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test accuracy")
+    for column in range(columns):  # the lowest panel drawn in each column carries the x label
+        drawn = [r for r in range(rows) if r * columns + column < len(tested)]
+        if drawn:
+            axes[drawn[-1], column].set_xlabel("training images (log)")
+            axes[drawn[-1], column].xaxis.set_tick_params(labelbottom=True)
+    handles = [Line2D([], [], color=COLOURS["measured"], marker="o", linestyle="", markersize=4,
+                      label="one run (size, seed)"),
+               Line2D([], [], color=COLOURS["measured"], label="fitted curve, measured sizes")]
+    if validated:
+        handles.append(Line2D([], [], color=COLOURS["measured"], linestyle="--", marker="_",
+                              markersize=10, label="extrapolation and its interval"))
+    handles += [Line2D([], [], color=VERDICT_COLOURS.get(v, COLOURS["claim"]), marker="*", linestyle="",
+                       markersize=10, label=f"claimed ({v})") for v in sorted(verdicts)]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8)
+    if not validated:
+        fig.suptitle("The extrapolation failed its check, so it is not drawn and judges no claim",
+                     fontsize=9)
+    return save_figure(fig, path)
 
 
 def slope_table(runs: Sequence[CurveRun]) -> dict[tuple[int, int], list[float]]:
@@ -360,7 +397,8 @@ def write_curve_audit(out: Path, claims: Sequence[CurveAuditRow], runs: Sequence
             writer = csv.DictWriter(f, fieldnames=list(fields))
             writer.writeheader()
             writer.writerows({k: "" if v is None else v for k, v in asdict(r).items()} for r in rows)
-    lines = [f"# Audit of the reports on the test set, by learning curves\n\n{header}\n", HOW_TO_READ,
+    lines = [f"# Audit of the reports on the test set, by learning curves\n\n{readable_paths(header)}\n",
+             HOW_TO_READ,
              "## Does the extrapolation validate?\n"]
     lines += [f"- {v.describe()}" for v in validations] or ["- no validation: too few sizes"]
     largest = max((r.size for r in runs), default=0)
@@ -381,22 +419,41 @@ def write_curve_audit(out: Path, claims: Sequence[CurveAuditRow], runs: Sequence
         lines += [f"| {a:,}-{b:,} | {np.mean(v):.3f} | {min(v):.3f} .. {max(v):.3f} |"
                   for (a, b), v in slopes.items()]
     if runs:
-        figure = plot_curves(claims, runs, out / "audit-curves.png")
+        figure = plot_curves(claims, runs, out / "audit-curves.png",
+                             validated=not validation_failures(validations))
         paths.append(figure)
         lines.append(f"\n![learning curves]({figure.name})")
     experiments: dict[tuple[str, str], list[CurveAuditRow]] = {}
     for row in claims:
         experiments.setdefault((row.report, row.experiment), []).append(row)
-    lines += ["\n## One row per experiment\n", "| " + " | ".join(TABLE_COLUMNS) + " |",
-              "|" + "---|" * len(TABLE_COLUMNS)]
-    lines += ["| " + " | ".join(c.replace("|", "/") for c in table_cells(headline(rows))) + " |"
-              for rows in experiments.values()]
+    lines += ["\n## One row per experiment\n",
+              *footnoted_table(TABLE_COLUMNS, [table_cells(headline(rows)) for rows in experiments.values()],
+                               TABLE_COLUMNS.index("reason"))]
     counts = {v: sum(r.verdict == v for r in claims) for v in VERDICTS}
     lines.append("\nAll claims: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) +
                  f" (every claim, with its curve, in {paths[1].name}; every run in {paths[2].name}).\n")
     paths[0].write_text("\n".join(lines))
     return paths
 
+
+
+def _read_rows(path: Path, kind: type) -> list:
+    """Rows of a CSV written by `write_curve_audit`, back as `kind` (a dataclass)."""
+    def number(text: str) -> float:  # a count written as 535818 reads back as one, to write it alike
+        return int(text) if text.lstrip("-").isdigit() else float(text)
+
+    parse = {"str": str, "int": int, "float": number,
+             "float | None": lambda v: None if v == "" else number(v)}
+    fields = kind.__dataclass_fields__
+    with open(path, newline="") as f:
+        return [kind(**{name: parse[fields[name].type](value) for name, value in row.items()})
+                for row in csv.DictReader(f)]
+
+
+def read_curve_audit(folder: Path) -> tuple[list[CurveAuditRow], list[CurveRun]]:
+    """The claims (audit.csv) and runs (curve-runs.csv) an audit wrote: enough to write its
+    markdown and figure again without training anything."""
+    return _read_rows(folder / "audit.csv", CurveAuditRow), _read_rows(folder / "curve-runs.csv", CurveRun)
 
 
 def resolve_sizes(requested: Sequence[int], available: int, dataset: str) -> tuple[int, ...]:

@@ -12,26 +12,23 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import optuna
+from matplotlib import font_manager
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from optuna.artifacts import FileSystemArtifactStore
+from optuna_dashboard import save_note
+from optuna_dashboard._note import get_note_from_system_attrs, save_note_with_version
+from sklearn.metrics import confusion_matrix
 
-matplotlib.use("Agg")  # no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optuna  # noqa: E402
-from matplotlib import font_manager  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from optuna.artifacts import FileSystemArtifactStore  # noqa: E402
-from optuna_dashboard import save_note  # noqa: E402
-from optuna_dashboard._note import get_note_from_system_attrs, save_note_with_version  # noqa: E402
-from sklearn.metrics import confusion_matrix  # noqa: E402
-
-from objectives.datasets import DATASET_CHOICES, DatasetChoice  # noqa: E402
-from objectives.objective import TrialOutcome  # noqa: E402
-from objectives.training import EpochResult  # noqa: E402
-from search.replay import format_value  # noqa: E402
-from storage.artifacts import attach  # noqa: E402
+from objectives.datasets import DATASET_CHOICES, DatasetChoice
+from objectives.objective import TrialOutcome
+from objectives.training import EpochResult
+from search.figure_style import WIDTH, percent_axis, save_figure, styled
+from search.replay import format_value, readable_paths
+from storage.artifacts import attach
 
 # fonts that draw KMNIST's hiragana, best first (Debian: fonts-noto-cjk)
 CJK_FONTS = ("Noto Sans CJK JP", "Noto Serif CJK JP", "IPAexGothic", "IPAGothic", "TakaoGothic",
@@ -71,42 +68,34 @@ def class_names(dataset: str | None, num_classes: int) -> tuple[str, ...]:
     return tuple(str(label) for label in range(num_classes)) if choice is None else choice.class_names()
 
 
-def save_figure(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-def cap_at_100(ax: Axes) -> None:
-    """Percent axes stop just above 100: matplotlib pads a flat 100% line up to 105."""
-    bottom, top = ax.get_ylim()
-    ax.set_ylim(bottom, min(top, 100.5))
-
-
+@styled
 def learning_curve_figure(history: list[EpochResult], title: str) -> Figure:
     """A trial's curve: training and validation loss, and validation accuracy, per epoch."""
     epochs = [r.epoch for r in history]
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(WIDTH, 3.2), layout="constrained")
     loss_ax.plot(epochs, [r.train_loss for r in history], marker="o", label="training loss")
     loss_ax.plot(epochs, [r.val_loss for r in history], marker="o", label="validation loss")
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("cross-entropy loss")
     loss_ax.legend()
-    acc_ax.plot(epochs, [100 * r.val_accuracy for r in history], marker="o", color="tab:green")
+    acc_ax.plot(epochs, [100 * r.val_accuracy for r in history], marker="o", color="tab:green",
+                label="validation accuracy")
     acc_ax.set_xlabel("epoch")
-    acc_ax.set_ylabel("validation accuracy (%)")
-    cap_at_100(acc_ax)
+    acc_ax.set_ylabel("validation accuracy")
+    percent_axis(acc_ax)
+    acc_ax.legend()
     for ax in (loss_ax, acc_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
+@styled
 def retrain_curves_figure(runs: list[tuple[int, list[EpochResult], float]], title: str) -> Figure:
     """A retrain's figure from (seed, history, test accuracy) per seed: training loss per epoch
     (a retrain has no validation split) and the test accuracy each seed ended with."""
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.5), width_ratios=(2, 1))
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(WIDTH, 3.4), width_ratios=(2, 1),
+                                          layout="constrained")
     seeds = [str(seed) for seed, _, _ in runs]
     for seed, history, accuracy in runs:
         loss_ax.plot([r.epoch for r in history], [r.train_loss for r in history], marker="o",
@@ -123,19 +112,19 @@ def retrain_curves_figure(runs: list[tuple[int, list[EpochResult], float]], titl
     mean = statistics.fmean(accuracies)
     acc_ax.axhline(mean, color="grey", linestyle="--", linewidth=1, label=f"mean {mean:.2f}%")
     acc_ax.set_xlabel("seed")
-    acc_ax.set_ylabel("test accuracy (%)")
-    acc_ax.set_title("after the last epoch", fontsize=10)
+    acc_ax.set_ylabel("test accuracy")
+    acc_ax.set_title("after the last epoch")
     acc_ax.margins(x=0.3, y=0.3)
-    cap_at_100(acc_ax)
-    acc_ax.legend(loc="lower right", fontsize=8)
+    percent_axis(acc_ax)
+    acc_ax.legend(loc="lower right")
     fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
+@styled
 def confusion_figure(matrix: np.ndarray, title: str, dataset: str | None) -> Figure:
     names, font = class_labels(dataset, len(matrix))
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = plt.subplots(figsize=(5.5, 5), layout="constrained")
     ax.imshow(matrix, cmap="Blues")
     threshold = matrix.max() / 2
     for (row, col), count in np.ndenumerate(matrix):
@@ -147,7 +136,7 @@ def confusion_figure(matrix: np.ndarray, title: str, dataset: str | None) -> Fig
     ax.set_xticks(range(len(matrix)), names, rotation=45, ha="right", **text)
     ax.set_yticks(range(len(matrix)), names, **text)
     ax.set_title(title)
-    fig.tight_layout()
+    ax.grid(False)
     return fig
 
 
@@ -173,11 +162,14 @@ def claims_note(trial: optuna.Trial | optuna.trial.FrozenTrial, history: list[Ep
         "stopped_epoch": attrs.get("epochs_run"),
     }
     capped = attrs.get("epochs_capped_from")
+    report = attrs["report"].split("_")[0]  # the report's number, as `replay --report` takes it
     lines = [
-        f"## {attrs['report']}: {attrs['experiment']}",
+        f"## Trial {trial.number}: report {report}, {attrs['experiment']}",
         "",
         f"Replayed for {len(history)} epochs" +
-        (f" (the report trained {capped}; capped)." if capped else "."),
+        (f" (the report trained {capped}; capped)" if capped else "") +
+        f". The claims are from report {report} ({attrs['report']}); this trial's learning_curve.png "
+        "and confusion_matrix.png are under Artifacts.",
         "",
         "| metric | report claims | this trial measured |",
         "|---|---|---|",
@@ -232,8 +224,10 @@ class TrialEvidence:
 
 def append_note(study: optuna.Study, trial: optuna.trial.FrozenTrial, text: str) -> None:
     """Add to a finished trial's dashboard note (notes live in study attributes, so this works
-    after the trial ended, unlike trial attributes)."""
+    after the trial ended, unlike trial attributes). Paths read as `readable_paths` shows them:
+    the dashboard is often read on another machine, where a scratch folder means nothing."""
     storage, study_id = study._storage, study._study_id
     note = get_note_from_system_attrs(storage.get_study_system_attrs(study_id), trial._trial_id)
+    text = readable_paths(text)
     body = f"{note['body']}\n\n{text}" if note["body"] else text
     save_note_with_version(storage, study_id, trial._trial_id, note["version"] + 1, body)

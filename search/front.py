@@ -5,15 +5,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import optuna
+from matplotlib.ticker import FuncFormatter
+from optuna.trial import FrozenTrial, TrialState
 
-matplotlib.use("Agg")  # no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-from matplotlib.ticker import PercentFormatter  # noqa: E402
-from optuna.trial import FrozenTrial, TrialState  # noqa: E402
-
-from objectives.budget import COST_LIMITS, Budget, CostLimit  # noqa: E402
+from objectives.budget import COST_LIMITS, Budget, CostLimit, format_cost
+from search.figure_style import (
+    COLOURS,
+    WIDTH,
+    figure_style,
+    label_points,
+    log_count_axis,
+    percent_axis,
+    save_figure,
+    short_count,
+)
 
 COSTS: dict[str, CostLimit] = {c.name: c for c in COST_LIMITS}
 
@@ -57,34 +64,39 @@ def smallest_within(trials: list[FrozenTrial], cost: CostLimit, points: float) -
 
 def plot_front(trials: list[FrozenTrial], front: list[FrozenTrial], cost: CostLimit, budget: Budget,
                title: str, path: Path, pick: FrozenTrial | None = None) -> Path:
-    """All trials as dots, the front as a staircase; error on a log scale spreads out the top."""
-    def xy(chosen: list[FrozenTrial]) -> tuple[list[float], list[float]]:
-        return [t.user_attrs[cost.attr] for t in chosen], [max(1 - t.value, 1e-4) for t in chosen]
+    """All trials as dots, the front as a staircase labelled with trial numbers (for
+    `export --trial N`); validation accuracy in percent against the cost, on a log axis only
+    where the costs span more than a decade."""
+    with figure_style():
+        fig, ax = plt.subplots(figsize=(WIDTH, 4.2), layout="constrained")
+        limit = {c.attr: value for c, value in budget.limits()}.get(cost.attr)
 
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    ax.scatter(*xy(trials), s=14, color="tab:gray", alpha=0.6, label=f"completed trials ({len(trials)})")
-    ax.step(*xy(front), where="post", color="tab:red", marker="o", markersize=5,
-            label=f"front ({len(front)})")
-    for trial in front:  # trial numbers, for `export --trial N`
-        (x,), (y,) = xy([trial])
-        ax.annotate(str(trial.number), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7,
-                    color="tab:red")
-    if pick is not None:
-        ax.scatter(*xy([pick]), s=160, marker="*", color="gold", edgecolors="black", zorder=3,
-                   label=f"picked: trial {pick.number}")
-    limit = {c.attr: value for c, value in budget.limits()}.get(cost.attr)
-    if limit is not None:
-        ax.axvline(limit, color="tab:blue", linestyle="--", label=f"budget {cost.option} {limit}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel(cost.unit)
-    ax.set_ylabel("validation error (1 - accuracy), log scale")
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.yaxis.set_minor_formatter(PercentFormatter(1.0))
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, scatterpoints=1, loc="upper left", bbox_to_anchor=(1.01, 1))  # off the data
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+        def xy(chosen: list[FrozenTrial]) -> tuple[list[float], list[float]]:
+            return [t.user_attrs[cost.attr] for t in chosen], [100 * t.value for t in chosen]
+
+        on_front = {t.number for t in front}
+        off_front = [t for t in trials if t.number not in on_front]
+        ax.scatter(*xy(off_front), s=18, color=COLOURS["other"], alpha=0.7,
+                   label=f"other completed trials ({len(off_front)})")
+        ax.step(*xy(front), where="post", color=COLOURS["front"], marker="o", markersize=5,
+                label=f"front: nothing cheaper is as accurate ({len(front)})")
+        if pick is not None:
+            ax.scatter(*xy([pick]), s=170, marker="*", color=COLOURS["pick"], edgecolors="black", zorder=3,
+                       label=f"picked: trial {pick.number}")
+        if limit is not None:
+            ax.axvline(limit, color=COLOURS["budget"], linestyle="--",
+                       label=f"budget {cost.option} {format_cost(limit)}")
+        costs = [*xy(trials)[0], *([limit] if limit is not None else [])]
+        if max(costs) > 10 * min(costs):
+            log_count_axis(ax, "x")
+            ax.set_xlabel(f"{cost.unit} (log scale)")
+        else:
+            ax.xaxis.set_major_formatter(FuncFormatter(short_count))
+            ax.set_xlabel(cost.unit)
+        ax.set_ylabel("validation accuracy")
+        percent_axis(ax)
+        ax.margins(x=0.08, y=0.12)
+        ax.set_title(title)
+        fig.legend(loc="outside lower center", ncols=2)
+        label_points(ax, *xy(front), [f"#{t.number}" for t in front], fontsize=8, color=COLOURS["front"])
+        return save_figure(fig, path)

@@ -178,3 +178,17 @@ def test_front_table_figure_and_pick_through_the_cli(tmp_path, synthetic_root):
     study = optuna.load_study(study_name="mlp_regularisation", storage=url)
     attached = {a.filename for a in optuna.artifacts.get_all_artifact_meta(study)}
     assert {f"front-{cost}-{len(complete)}-trials.png" for cost in ("params", "latency")} <= attached
+
+
+def test_the_benchmark_redraws_its_fronts_from_the_results_file(tmp_path):
+    from benchmarks import deployment_budget
+
+    rows = [{"trial": n, "validation_accuracy": acc, "param_count": p, "latency_ms": p / 1e5}
+            for n, (acc, p) in enumerate(((0.18, 4_730), (0.74, 9_738), (0.44, 12_900)))]
+    results = {"studies": {"cnn-budget": {"budget_max_params": 20_000, "completed_trials": rows},
+                           "mlp-free": {"budget_max_params": None, "completed_trials": rows[:2]}}}
+    paths = deployment_budget.replot(results, tmp_path, 1.0)
+    assert [p.name for p in paths] == ["deployment_budget-cnn-budget-params.png",
+                                       "deployment_budget-cnn-budget-latency.png",
+                                       "deployment_budget-mlp-free-params.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)

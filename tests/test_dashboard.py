@@ -159,7 +159,8 @@ def check_in_browser(base: str, study: optuna.Study, replayed: optuna.trial.Froz
             entry.click()
             expect(page.get_by_text(f"Trial {replayed.number} (trial_id={replayed._trial_id})")
                    ).to_be_visible()
-            expect(page.get_by_text(f"{note['report']}: {note['experiment']}")).to_be_visible()
+            heading = f"Trial {replayed.number}: report {note['report'].split('_')[0]}, {note['experiment']}"
+            expect(page.get_by_text(heading, exact=True)).to_be_visible()
             expect(page.get_by_text("report claims")).to_be_visible()
 
             prefix = f"/artifacts/{study_id}/{replayed._trial_id}/"

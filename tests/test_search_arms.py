@@ -83,3 +83,37 @@ def test_target_check_uses_a_bound_when_the_example_never_gets_there() -> None:
     assert not any(row["met"] for row in rows.values())
     rows = search_arms.target_check({"default": arm(None), "optuna_example": arm(None)})
     assert all(row["met"] is None for row in rows.values())  # neither reached it: no verdict
+
+
+def synthetic_runs() -> dict:
+    """Three arms x 3 seeds: each seed's trials climb at its own pace."""
+    runs = {}
+    for k, name in enumerate(("default", "random", "optuna_example")):
+        runs[name] = {seed: run([(5.0 * i + seed + k, 0.85 + 0.004 * i - 0.01 * k, 10) for i in range(1, 25)],
+                                budget=search_arms.BUDGET_S) for seed in range(3)}
+    return runs
+
+
+def test_curve_table_holds_every_seeds_best_so_far_on_one_grid() -> None:
+    runs = synthetic_runs()
+    table = search_arms.curve_table(runs)
+    for name, by_seed in runs.items():
+        seconds = table[name]["seconds"]
+        assert len(seconds) == search_arms.CURVE_POINTS and seconds[-1] == search_arms.BUDGET_S
+        for seed, r in by_seed.items():
+            expected = [round(search_arms.best_at(r, s), 4) for s in seconds]
+            assert table[name]["best_so_far"][str(seed)] == expected
+
+
+def test_figures_redraw_from_the_results_file_alone(tmp_path) -> None:
+    import json
+
+    runs = synthetic_runs()
+    results = {"space": "mlp_regularisation", "budget_s_per_run": search_arms.BUDGET_S,
+               "levels": search_arms.LEVELS, **search_arms.analyse(runs, {}, search_arms._arms())}
+    older = json.loads(json.dumps(results))  # as written before the curves were kept
+    assert search_arms.figures(older, tmp_path / "a.png") == [tmp_path / "a.png"]
+    results["curves"] = search_arms.curve_table(runs)
+    paths = search_arms.figures(json.loads(json.dumps(results)), tmp_path / "b.png")
+    assert paths == [tmp_path / "b.png", tmp_path / "b-curves.png"]
+    assert all(path.read_bytes().startswith(b"\x89PNG") for path in paths)
