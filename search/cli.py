@@ -59,11 +59,9 @@ from search.progress import leaderboard_table
 from search.replay import TABLE_COLUMNS, table_cells
 from search.study import (
     HEARTBEAT_INTERVAL_S,
-    SearchSettings,
     StudyMismatchError,
     queued_documented,
     require_study,
-    study_precision,
 )
 from spaces import ALL_SPACES, get_space
 from spaces.base import UnknownSpaceError, format_widths
@@ -360,37 +358,18 @@ def cmd_worker(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, console: Console) -> int:
-    from objectives.objective import Objective
     from objectives.training import resolve_device
-    from search.evidence import TrialEvidence
-    from search.replay import audit_rows, headline, replay_experiment, write_audit
+    from search.replay import choose_experiments, data_loader, replay_and_audit, write_audit
 
-    chosen = replay_choice(args)
-    if args.learning_curve:
-        return cmd_replay_curve(args, console, chosen)
-    storage = open_storage(args.storage)
-    evidence = TrialEvidence(open_artifact_store(artifact_dir(args.storage, args.artifact_dir)))
-    device = resolve_device(args.device)
+    chosen = choose_experiments(ALL_SPACES if args.all else (get_space(args.space),), args.report)
     data_dir = args.data_dir or default_data_dir()
-    load = replay_data(args, data_dir, device)
-    claims, summary = [], []
-    for space, experiment in chosen:
-        dataset = args.dataset or experiment.dataset
-        loaded = load(dataset)
-        if isinstance(loaded, str):
-            rows = audit_rows(space, experiment, dataset, None, 0, not_run=loaded,
-                              accuracy_tolerance=args.tolerance)
-        else:
-            data, test = loaded
-            epochs = min(experiment.epochs, args.max_epochs or experiment.epochs)
-            console.print(f"replaying {experiment.key} on {dataset} for {epochs} of "
-                          f"{experiment.epochs} epochs", highlight=False)
-            objective = Objective(space, data, epochs, args.seed, test=test, on_trial_end=evidence)
-            trial = replay_experiment(storage, space, experiment, dataset, objective, args.seed)
-            rows = audit_rows(space, experiment, dataset, trial, len(data.train) + len(data.val),
-                              accuracy_tolerance=args.tolerance)
-        claims += rows
-        summary.append(headline(rows))
+    load = data_loader(data_dir, args.val_fraction, args.seed, resolve_device(args.device))
+    if args.learning_curve:
+        return cmd_replay_curve(args, console, chosen, load, data_dir)
+    store = open_artifact_store(artifact_dir(args.storage, args.artifact_dir))
+    summary, claims = replay_and_audit(chosen, open_storage(args.storage), store, load, args.dataset,
+                                       args.max_epochs, args.seed, args.tolerance,
+                                       say=lambda line: console.print(line, highlight=False))
     table = Table(title="documented vs reproduced")
     for column in TABLE_COLUMNS:
         table.add_column(column, overflow="fold")
@@ -405,41 +384,8 @@ def cmd_replay(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def replay_choice(args: argparse.Namespace) -> list:
-    """The (space, experiment) pairs `replay` runs: --space or --all, narrowed by --report."""
-    from search.replay import select_experiments
-
-    chosen = select_experiments(ALL_SPACES if args.all else (get_space(args.space),))
-    if args.report is None:
-        return chosen
-    picked = [(space, e) for space, e in chosen if e.key.startswith(f"{args.report}/")]
-    if not picked:
-        reports = sorted({e.key.split("/")[0] for _, e in chosen})
-        raise UnknownSpaceError(f"no documented experiment of report {args.report} in the chosen spaces: "
-                                f"use --report {' / '.join(reports)} or another --space")
-    return picked
-
-
-def replay_data(args: argparse.Namespace, data_dir: Path, device) -> Callable[[str], tuple | str]:
-    """dataset -> (search data, test split), or why it could not be loaded; each loaded once."""
-    from objectives.data import load_search_data, load_test_split
-
-    loaded: dict[str, tuple | str] = {}
-
-    def load(dataset: str) -> tuple | str:
-        if dataset not in loaded:
-            try:
-                data = load_search_data(dataset, data_dir, args.val_fraction, args.seed, device)
-                loaded[dataset] = (data, load_test_split(dataset, data_dir, data.mean, data.std, device))
-            except DataUnavailableError as error:
-                loaded[dataset] = f"not run: {error}"
-        return loaded[dataset]
-
-    return load
-
-
-def cmd_replay_curve(args: argparse.Namespace, console: Console, chosen: list) -> int:
-    from objectives.training import resolve_device
+def cmd_replay_curve(args: argparse.Namespace, console: Console, chosen: list, load: Callable,
+                     data_dir: Path) -> int:
     from search.curve_audit import CurveSettings, audit_by_curves, table_cells, write_curve_audit
 
     if args.threads:
@@ -447,9 +393,6 @@ def cmd_replay_curve(args: argparse.Namespace, console: Console, chosen: list) -
 
         torch.set_num_threads(args.threads)
     storage = open_storage(args.storage)
-    device = resolve_device(args.device)
-    data_dir = args.data_dir or default_data_dir()
-    load = replay_data(args, data_dir, device)
     settings = CurveSettings(args.sizes, args.curve_seeds, args.max_epochs, args.seed, args.level,
                              args.bootstrap)
     rows, runs, validations = audit_by_curves(
@@ -581,40 +524,21 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_reevaluate(args: argparse.Namespace, console: Console) -> int:
-    from search.reevaluate import describe_pick, fold_splits, reevaluate, stored_pick
+    from search.reevaluate import describe_pick, reevaluate_study, stored_pick
 
     study = require_study(open_storage(args.storage, must_exist=True), args.study, args.storage_shown)
-    settings = SearchSettings.load(study)
-    space, dataset = get_space(str(study.user_attrs.get("space"))), str(study.user_attrs.get("dataset"))
-    if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) == []:
-        raise ExportError(f"study {args.study!r} has no completed trial to re-evaluate: run `start` first")
-
-    import torch
-
-    from objectives.cross_validation import fold_accuracies
-    from objectives.data import load_raw
-    from objectives.datasets import DATASET_CHOICES
-    from objectives.training import resolve_device, resolve_precision
-
     if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    precision = resolve_precision(study_precision(study, None), device)
-    images, labels = load_raw(dataset, args.data_dir or default_data_dir(), train=True)
-    splits = fold_splits(labels.numpy(), args.folds, settings.seed)
-    console.print(f"re-evaluating the top {args.top} trials of {args.study!r}: {args.folds} folds of "
-                  f"{len(labels):,} {dataset} images each, on {device} in {precision}", highlight=False)
+        import torch
 
-    def cross_validate(params: dict, epochs: int, seed: int) -> list[float]:
-        return fold_accuracies(space.family, params, epochs, seed, images, labels,
-                               DATASET_CHOICES[dataset].num_classes, splits, device, precision)
+        torch.set_num_threads(args.threads)
 
     def report(result) -> None:
         console.print(f"trial {result.trial}: {100 * result.mean:.2f}% ± {100 * result.std:.2f} over folds "
                       f"(validation split {100 * result.validation_accuracy:.2f}%, {result.seconds:.0f} s)",
                       highlight=False)
 
-    results = reevaluate(study, space, cross_validate, args.top, settings.seed, report)
+    results = reevaluate_study(study, args.data_dir or default_data_dir(), args.device, args.top, args.folds,
+                               say=lambda line: console.print(line, highlight=False), report=report)
     table = Table(title=f"study {study.study_name}: top {len(results)} trials by mean over folds")
     for column in ("trial", "mean over folds", "std", "validation split", "epochs", "seconds"):
         table.add_column(column)

@@ -16,10 +16,12 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
+from optuna.trial import TrialState
 from sklearn.model_selection import StratifiedKFold
 
 from objectives.schema import SchemaError, mapping, number, whole_number
@@ -97,6 +99,38 @@ def reevaluate(study: optuna.Study, space: SearchSpace, cross_validate: CrossVal
                                     "folds": len(pick.fold_accuracies), "top": len(results),
                                     "seconds": round(sum(r.seconds for r in results), 1)})
     return sorted(results, key=lambda r: r.mean, reverse=True)
+
+
+def reevaluate_study(study: optuna.Study, data_dir: Path, device: str, top: int, folds: int,
+                     say: Callable[[str], None],
+                     report: Callable[[Reevaluation], None] | None = None) -> list[Reevaluation]:
+    """`reevaluate` on a study `start` made: its dataset's training images from `data_dir`,
+    folds seeded by the study's seed, training in the study's precision."""
+    from objectives.cross_validation import fold_accuracies
+    from objectives.data import load_raw
+    from objectives.datasets import DATASET_CHOICES
+    from objectives.training import resolve_device, resolve_precision
+    from search.export import ExportError
+    from search.study import SearchSettings, study_precision
+    from spaces import get_space
+
+    settings = SearchSettings.load(study)
+    space, dataset = get_space(str(study.user_attrs.get("space"))), str(study.user_attrs.get("dataset"))
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise ExportError(f"study {study.study_name!r} has no completed trial to re-evaluate: run `start` "
+                          "first")
+    torch_device = resolve_device(device)
+    precision = resolve_precision(study_precision(study, None), torch_device)
+    images, labels = load_raw(dataset, data_dir, train=True)
+    splits = fold_splits(labels.numpy(), folds, settings.seed)
+    say(f"re-evaluating the top {top} trials of {study.study_name!r}: {folds} folds of {len(labels):,} "
+        f"{dataset} images, on {torch_device} in {precision}")
+
+    def cross_validate(params: dict[str, Any], epochs: int, seed: int) -> list[float]:
+        return fold_accuracies(space.family, params, epochs, seed, images, labels,
+                               DATASET_CHOICES[dataset].num_classes, splits, torch_device, precision)
+
+    return reevaluate(study, space, cross_validate, top, settings.seed, report)
 
 
 def stored_result(study: optuna.Study, trial_number: int) -> Reevaluation | None:

@@ -270,3 +270,71 @@ def write_audit(out: Path, summary: list[AuditRow], claims: list[AuditRow], head
 def _csv_row(row: AuditRow) -> dict[str, Any]:
     return {k: ("" if v is None else v) for k, v in asdict(row).items()}
 
+
+
+# --- the `replay` command as library calls ---
+
+def choose_experiments(spaces: Iterable[SearchSpace], report: str | None) -> list[tuple[SearchSpace,
+                                                                                        DocumentedExperiment]]:
+    """The (space, experiment) pairs to replay, narrowed to one report's ("002") when given."""
+    from spaces.base import UnknownSpaceError
+
+    chosen = select_experiments(spaces)
+    if report is None:
+        return chosen
+    picked = [(space, e) for space, e in chosen if e.key.startswith(f"{report}/")]
+    if not picked:
+        reports = sorted({e.key.split("/")[0] for _, e in chosen})
+        raise UnknownSpaceError(f"no documented experiment of report {report} in the chosen spaces: "
+                                f"use --report {' / '.join(reports)} or another --space")
+    return picked
+
+
+def data_loader(data_dir: Path, val_fraction: float, seed: int, device: Any) -> Callable[[str], tuple | str]:
+    """dataset -> (search data, test split), or why it could not be loaded; each loaded once."""
+    from objectives.data import load_search_data, load_test_split
+    from objectives.datasets import DataUnavailableError
+
+    loaded: dict[str, tuple | str] = {}
+
+    def load(dataset: str) -> tuple | str:
+        if dataset not in loaded:
+            try:
+                data = load_search_data(dataset, data_dir, val_fraction, seed, device)
+                loaded[dataset] = (data, load_test_split(dataset, data_dir, data.mean, data.std, device))
+            except DataUnavailableError as error:
+                loaded[dataset] = f"not run: {error}"
+        return loaded[dataset]
+
+    return load
+
+
+def replay_and_audit(chosen: list[tuple[SearchSpace, DocumentedExperiment]],
+                     storage: optuna.storages.BaseStorage, artifact_store: Any,
+                     load: Callable[[str], tuple | str], dataset: str | None, max_epochs: int | None,
+                     seed: int, accuracy_tolerance: float,
+                     say: Callable[[str], None]) -> tuple[list[AuditRow], list[AuditRow]]:
+    """Replay each experiment (on `dataset`, else its documented one) and judge its claims;
+    returns one headline row per experiment and every claim's row."""
+    from objectives.objective import Objective
+    from search.evidence import TrialEvidence
+
+    evidence = TrialEvidence(artifact_store)
+    claims, summary = [], []
+    for space, experiment in chosen:
+        on = dataset or experiment.dataset
+        loaded = load(on)
+        if isinstance(loaded, str):
+            rows = audit_rows(space, experiment, on, None, 0, not_run=loaded,
+                              accuracy_tolerance=accuracy_tolerance)
+        else:
+            data, test = loaded
+            epochs = min(experiment.epochs, max_epochs or experiment.epochs)
+            say(f"replaying {experiment.key} on {on} for {epochs} of {experiment.epochs} epochs")
+            objective = Objective(space, data, epochs, seed, test=test, on_trial_end=evidence)
+            trial = replay_experiment(storage, space, experiment, on, objective, seed)
+            rows = audit_rows(space, experiment, on, trial, len(data.train) + len(data.val),
+                              accuracy_tolerance=accuracy_tolerance)
+        claims += rows
+        summary.append(headline(rows))
+    return summary, claims
