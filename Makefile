@@ -29,16 +29,16 @@ bench: setup
 	$(BIN)/python benchmarks/train_loop.py && $(BIN)/python benchmarks/loop_overheads.py \
 		&& $(BIN)/python benchmarks/search_efficiency.py && $(BIN)/python benchmarks/precision.py
 
-# issue 8's end-to-end run: an hour of search per beyond space, then export + retrain (~80 min)
+# the beyond spaces end to end: an hour of search per beyond space, then export + retrain (~80 min)
 bench-beyond: setup
 	$(BIN)/python benchmarks/beyond_spaces.py
 
-# issue 13: eleven sampler/pruner arms x 7 seeds on kmnist-7k, then retrains (~85 min, resumable)
+# the search defaults' evidence: eleven sampler/pruner arms x 7 seeds on kmnist-7k, then retrains (~85 min, resumable)
 .PHONY: bench-arms
 bench-arms: setup
 	$(BIN)/python benchmarks/search_arms.py
 
-# issue 14: budgeted and free searches on kmnist-7k, their fronts, a small CNN retrained (~40 min)
+# deployment budgets: budgeted and free searches on kmnist-7k, their fronts, a small CNN retrained (~40 min)
 .PHONY: bench-budget
 bench-budget: setup
 	$(BIN)/python benchmarks/deployment_budget.py
