@@ -24,7 +24,6 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from optuna.artifacts import FileSystemArtifactStore  # noqa: E402
 from optuna_dashboard import save_note  # noqa: E402
-from optuna_dashboard._note import get_note_from_system_attrs, save_note_with_version  # noqa: E402
 from sklearn.metrics import confusion_matrix  # noqa: E402
 
 from objectives.datasets import DATASET_CHOICES, DatasetChoice  # noqa: E402
@@ -32,6 +31,7 @@ from objectives.objective import TrialOutcome  # noqa: E402
 from objectives.training import EpochResult  # noqa: E402
 from search.replay import format_value  # noqa: E402
 from storage.artifacts import attach  # noqa: E402
+from storage.optuna_private import get_note_from_system_attrs, save_note_with_version  # noqa: E402
 
 # fonts that draw KMNIST's hiragana, best first (Debian: fonts-noto-cjk)
 CJK_FONTS = ("Noto Sans CJK JP", "Noto Serif CJK JP", "IPAexGothic", "IPAGothic", "TakaoGothic",
