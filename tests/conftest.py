@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from objectives.data import write_root
 from tests.pg_server import PostgresUnavailable, postgres_server
@@ -39,6 +40,14 @@ def make_synthetic_root(data_dir: Path, dataset: str = "kmnist", n_train: int = 
                         n_test: int = 200) -> Path:
     write_root(data_dir, dataset, synthetic_images(n_train, seed=1), synthetic_images(n_test, seed=2))
     return data_dir
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist workers share the cores: one torch thread each (and in the CLIs they start
+    # that do not set --threads) instead of OpenMP threads stalling on a busy core
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(scope="session")
