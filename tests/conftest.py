@@ -81,6 +81,12 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def unfolded(output: str) -> str:
+    """CLI output with rich's folds undone: in pipes it folds lines at 200 columns, and where
+    depends on the length of the temporary paths printed (pytest-xdist's are longer)."""
+    return " ".join(output.split())
+
+
 def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([str(CLI), *args], cwd=cwd, env=offline_env(), capture_output=True,
                           text=True, timeout=timeout)
