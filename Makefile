@@ -19,8 +19,11 @@ $(STAMP): pyproject.toml
 search: setup
 	$(BIN)/kmnist-search start --space $(SPACE) --trials $(TRIALS)
 
+# one pytest-xdist worker per core (TEST_WORKERS=0: one process); worksteal hands each worker
+# a contiguous share, so a file's module fixtures are mostly built once, and rebalances the tail
+TEST_WORKERS ?= auto
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 lint: setup
 	$(BIN)/ruff check .

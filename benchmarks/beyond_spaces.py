@@ -21,10 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from common import machine, parser, write_results
 from optuna.trial import TrialState
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import machine, parser, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO.parent / "shared" / "data" / "kmnist"

@@ -7,15 +7,20 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from objectives.data import write_root
+
 RESULTS = Path(__file__).resolve().parent / "results"
+CLI = Path(sys.executable).parent / "kmnist-search"
 REPETITIONS = 3
 # BENCHMARKS.md part 4's best cnn_beyond trial, as Optuna parameters (issue 18 times it)
 BEST_CNN_BEYOND = {
@@ -155,3 +160,12 @@ def first_reaching(run: dict[str, Any], level: float) -> dict[str, Any] | None:
         if t["elapsed_s"] <= run["budget_s"] and t["best_so_far"] >= level - 1e-9:
             return t
     return None
+
+
+def synthetic_root(folder: Path, n: int, seed: int = 0) -> Path:
+    """A torchvision-layout KMNIST root of random uint8 images: speed does not depend on content."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    write_root(folder, "kmnist", (images, labels), (images[:1000], labels[:1000]))
+    return folder

@@ -35,15 +35,14 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from common import RESULTS, machine, parser, write_results
 from optuna.trial import TrialState
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import RESULTS, machine, parser, write_results  # noqa: E402
-from objectives.cost import measure_latency  # noqa: E402
-from objectives.models import build_model, model_config  # noqa: E402
-from search.export import checked_params  # noqa: E402
-from search.front import COSTS, pareto_front, smallest_within  # noqa: E402
-from storage.configs import read_config  # noqa: E402
+from objectives.cost import measure_latency
+from objectives.models import build_model, model_config
+from search.export import checked_params
+from search.front import COSTS, pareto_front, smallest_within
+from storage.configs import read_config
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO.parent / "shared" / "data" / "kmnist-7k"

@@ -37,15 +37,13 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import optuna
+import sqlalchemy
+from optuna.trial import TrialState
+from pg_server import free_port, postgres_server
 
-import optuna  # noqa: E402
-import sqlalchemy  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
-
-from search.study import FINISHED, CheckpointPaths, make_pruner, retry_callback, run_until  # noqa: E402
-from storage.resilient import open_resilient_storage  # noqa: E402
-from tests.pg_server import free_port, postgres_server  # noqa: E402
+from search.study import FINISHED, CheckpointPaths, make_pruner, retry_callback, run_until
+from storage.resilient import open_resilient_storage
 
 CLI = Path(sys.executable).parent / "kmnist-search"
 STUDY = "fleet"
@@ -518,7 +516,7 @@ class Server:
 
 
 def machine() -> dict:
-    from benchmarks.common import cpuinfo, usable_cores  # imports torch: only now, after the workers
+    from common import cpuinfo, usable_cores  # imports torch: only now, after the workers
 
     return {"cpu_model": cpuinfo().get("model name"), "usable_cores": usable_cores(),
             "load_average_1m": round(os.getloadavg()[0], 2), "python": sys.version.split()[0],

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from common import as_before, begin, machine, median, parser, write_results
+from common import as_before, begin, machine, median, parser, synthetic_root, write_results
 from torch import nn
-from train_loop import CASES, EPOCH_IMAGES, synthetic_root
+from train_loop import CASES, EPOCH_IMAGES
 
 import objectives.training as training
 from objectives.data import TensorSplit, load_raw, pixel_stats, to_device

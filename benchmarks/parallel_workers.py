@@ -11,15 +11,11 @@ from __future__ import annotations
 import json
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import RESULTS, machine, parser  # noqa: E402
-from tests.conftest import CLI, make_synthetic_root, offline_env  # noqa: E402
+from common import CLI, RESULTS, machine, parser, synthetic_root
 
 ARMS = ((1, 2), (1, 1), (2, 1))  # (jobs, threads per job); the first is the baseline
 
@@ -31,7 +27,7 @@ def run_arm(jobs: int, threads: int, root: Path, trials: int, epochs: int) -> fl
             [str(CLI), "start", "--space", "mlp_regularisation", "--no-replay", "--pruner", "none",
              "--trials", str(trials), "--epochs", str(epochs), "--jobs", str(jobs), "--threads",
              str(threads), "--storage", f"sqlite:///{tmp}/b.db", "--data-dir", str(root)],
-            cwd=tmp, env=offline_env(), capture_output=True, text=True)
+            cwd=tmp, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(result.stderr)
         return time.perf_counter() - started
@@ -41,7 +37,7 @@ def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
     trials, epochs, images = (4, 1, 3000) if args.quick else (8, 3, 12000)
     with tempfile.TemporaryDirectory() as tmp:
-        root = make_synthetic_root(Path(tmp), n_train=images, n_test=100)
+        root = synthetic_root(Path(tmp), images)
         reps = []
         for rep in range(args.repetitions):
             order = ARMS[rep % len(ARMS):] + ARMS[:rep % len(ARMS)]

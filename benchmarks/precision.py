@@ -23,7 +23,6 @@ import math
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -32,10 +31,7 @@ from typing import Any
 
 import optuna
 import torch
-from scipy.stats import spearmanr
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import (  # noqa: E402
+from common import (
     BEST_CNN_BEYOND,
     RESULTS,
     machine,
@@ -44,17 +40,19 @@ from benchmarks.common import (  # noqa: E402
     ratios,
     set_threads,
 )
-from objectives.data import SearchData, TensorSplit, load_search_data  # noqa: E402
-from objectives.models import InvalidModelError, build_model, forward_mflops, model_config  # noqa: E402
-from objectives.training import (  # noqa: E402
+from scipy.stats import spearmanr
+
+from objectives.data import SearchData, TensorSplit, load_search_data
+from objectives.models import InvalidModelError, build_model, forward_mflops, model_config
+from objectives.training import (
     EpochResult,
     NonFiniteLossError,
     seed_everything,
     train,
     train_settings,
 )
-from spaces import get_space  # noqa: E402
-from spaces.documented import R000_EXP1  # noqa: E402
+from spaces import get_space
+from spaces.documented import R000_EXP1
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "kmnist-7k"

@@ -230,8 +230,7 @@ def retrain_one(arm_name: str, seed: int, run_file: Path, data_dir: Path, out: P
 
 def run_all(jobs: list[list[str]], parallel: int) -> None:
     """Run each command line as a subprocess, `parallel` at a time, one torch thread each."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent)])}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     pending, running = list(jobs), []
     while pending or running:
         while pending and len(running) < parallel:
@@ -688,5 +687,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
     main()

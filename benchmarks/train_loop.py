@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import torch
 import torch.nn.functional as F
@@ -36,6 +35,7 @@ from common import (
     parser,
     ratios,
     set_threads,
+    synthetic_root,
     timed,
     usable_cores,
     write_results,
@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
-from objectives.data import TensorSplit, load_raw, pixel_stats, to_device, write_root
+from objectives.data import TensorSplit, load_raw, pixel_stats, to_device
 from objectives.models import build_model, model_config
 from objectives.training import resolve_precision, seed_everything, train, train_settings
 from spaces import get_space
@@ -101,15 +101,6 @@ CASES = (
 
 
 # --- data -------------------------------------------------------------------------------
-
-def synthetic_root(folder: Path, n: int, seed: int = 0) -> Path:
-    """A torchvision-layout KMNIST root of random uint8 images: speed does not depend on content."""
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-    labels = rng.integers(0, 10, n).astype(np.uint8)
-    write_root(folder, "kmnist", (images, labels), (images[:1000], labels[:1000]))
-    return folder
-
 
 @dataclass
 class EpochData:

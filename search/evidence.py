@@ -20,7 +20,6 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from optuna.artifacts import FileSystemArtifactStore
 from optuna_dashboard import save_note
-from optuna_dashboard._note import get_note_from_system_attrs, save_note_with_version
 from sklearn.metrics import confusion_matrix
 
 from objectives.datasets import DATASET_CHOICES, DatasetChoice
@@ -29,6 +28,7 @@ from objectives.training import EpochResult
 from search.figure_style import WIDTH, percent_axis, save_figure, styled
 from search.replay import format_value, readable_paths
 from storage.artifacts import attach
+from storage.optuna_private import get_note_from_system_attrs, save_note_with_version
 
 # fonts that draw KMNIST's hiragana, best first (Debian: fonts-noto-cjk)
 CJK_FONTS = ("Noto Sans CJK JP", "Noto Serif CJK JP", "IPAexGothic", "IPAGothic", "TakaoGothic",

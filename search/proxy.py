@@ -145,9 +145,10 @@ def proxy_service(rdb: optuna.storages.RDBStorage):
     the answer is picked by trial number (numbers follow trial ids within a study).
     """
     import grpc
-    from optuna.storages._grpc import servicer
-    from optuna.storages._grpc.auto_generated import api_pb2
 
+    from storage.optuna_private import grpc_messages, grpc_servicer
+
+    servicer, api_pb2 = grpc_servicer(), grpc_messages()
     cache = optuna.storages.get_storage(rdb)  # Optuna's docs: serve the cached storage
 
     class IncrementalTrialsService(servicer.OptunaStorageProxyService):
@@ -175,10 +176,11 @@ def serve_proxy(rdb: optuna.storages.RDBStorage, host: str, port: int, grace_per
                 poll_s: float) -> None:
     """Serve `rdb` on host:port until interrupted, reaping dead workers' trials meanwhile."""
     import grpc
-    from optuna.storages._grpc.auto_generated import api_pb2_grpc
+
+    from storage.optuna_private import grpc_service_registration
 
     server = grpc.server(ThreadPoolExecutor(SERVER_THREADS))
-    api_pb2_grpc.add_StorageServiceServicer_to_server(proxy_service(rdb), server)
+    grpc_service_registration().add_StorageServiceServicer_to_server(proxy_service(rdb), server)
     if server.add_insecure_port(f"{host}:{port}") == 0:
         raise RuntimeError("the port is taken or the address is not this machine's")
     stop = threading.Event()

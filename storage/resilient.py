@@ -24,9 +24,9 @@ from typing import Any
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 
+from storage.optuna_private import BaseHeartbeat
 from storage.urls import StorageError, open_proxy_storage, open_storage, proxy_address, storage_lock
 
 HEARTBEAT_ATTR = "kmnist_search:heartbeat"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from objectives.data import write_root
 from tests.pg_server import PostgresUnavailable, postgres_server
@@ -39,6 +40,14 @@ def make_synthetic_root(data_dir: Path, dataset: str = "kmnist", n_train: int = 
                         n_test: int = 200) -> Path:
     write_root(data_dir, dataset, synthetic_images(n_train, seed=1), synthetic_images(n_test, seed=2))
     return data_dir
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist workers share the cores: one torch thread each (and in the CLIs they start
+    # that do not set --threads) instead of OpenMP threads stalling on a busy core
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +79,12 @@ def default_sigint() -> None:
     """Run in a child before exec: Ctrl-C tests need SIGINT delivered, but a suite started
     in the background (`make test &`) makes every child inherit it as ignored."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def unfolded(output: str) -> str:
+    """CLI output with rich's folds undone: in pipes it folds lines at 200 columns, and where
+    depends on the length of the temporary paths printed (pytest-xdist's are longer)."""
+    return " ".join(output.split())
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -1,6 +1,6 @@
-"""A throwaway PostgreSQL server (Debian's postgresql package) for tests and benchmarks.
+"""A throwaway PostgreSQL server (Debian's postgresql package) for the tests.
 
-Kept free of torch and numpy so that the fleet benchmark's stand-in workers stay small.
+benchmarks/pg_server.py is the fleet benchmark's copy: neither tree imports the other.
 """
 
 from __future__ import annotations

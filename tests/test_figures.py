@@ -8,7 +8,6 @@ import numpy as np
 import optuna
 import pytest
 import torch
-from optuna_dashboard._note import get_note_from_system_attrs
 
 from objectives.data import load_search_data
 from objectives.datasets import DATASET_CHOICES
@@ -20,6 +19,7 @@ from search.retrain import run_figures, train_and_test, write_run
 from search.study import enqueue_documented, make_sampler, open_study
 from spaces import get_space
 from storage.artifacts import open_artifact_store
+from storage.optuna_private import get_note_from_system_attrs
 
 KMNIST_ROMAN = ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
 

@@ -105,10 +105,10 @@ def test_a_trial_finishing_while_the_proxy_restarts_keeps_its_result(tmp_path, p
 
 
 def test_the_proxy_answers_trial_reads_as_optunas_own_service_does(tmp_path):
-    from optuna.storages._grpc.auto_generated import api_pb2
-    from optuna.storages._grpc.servicer import OptunaStorageProxyService
-
     from search.proxy import proxy_service
+    from storage.optuna_private import grpc_messages, grpc_servicer
+
+    api_pb2, OptunaStorageProxyService = grpc_messages(), grpc_servicer().OptunaStorageProxyService
 
     rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'k.db'}")
     study = optuna.create_study(storage=rdb)

@@ -15,7 +15,6 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import create_trial
-from optuna_dashboard._note import get_note_from_system_attrs
 
 from objectives.budget import Budget
 from search.curve_audit import CurveAuditRow, CurveRun, plot_curves, read_curve_audit, write_curve_audit
@@ -24,6 +23,7 @@ from search.evidence import append_note, claims_note
 from search.figure_style import figure_style, label_points, short_count
 from search.front import COSTS, pareto_front, plot_front
 from search.replay import readable_paths
+from storage.optuna_private import get_note_from_system_attrs
 
 SCRATCH = Path(tempfile.gettempdir()).resolve()
 

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import optuna
 import pytest
-from optuna_dashboard._note import get_note_from_system_attrs
 
 from search.reevaluate import PICK_ATTR, Reevaluation, fold_splits, pick_by_mean, stored_pick, stored_result
+from storage.optuna_private import get_note_from_system_attrs
 from tests.conftest import run_cli, searched_folder
 
 

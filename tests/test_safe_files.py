@@ -18,7 +18,16 @@ from safetensors.torch import save_file
 from objectives.errors import TensorFileError
 from objectives.tensor_files import load_tensor_file, save_tensor_file
 from storage.urls import open_storage
-from tests.conftest import CLI, REPO, _free_port, default_sigint, offline_env, run_cli, searched_folder
+from tests.conftest import (
+    CLI,
+    REPO,
+    _free_port,
+    default_sigint,
+    offline_env,
+    run_cli,
+    searched_folder,
+    unfolded,
+)
 
 UNSAFE_LOADERS = re.compile(r"weights_only=False|pickle|yaml\.load\(")
 
@@ -206,7 +215,7 @@ def test_a_resumed_trial_refuses_unsafe_checkpoints_and_restarts_from_epoch_0(tm
     result = run_cli("start", "--trials", "3", *common, cwd=folder)
     assert result.returncode == 0, result.stderr
     assert not marker.exists()
-    assert "2 interrupted trials resumed" in result.stdout
+    assert "2 interrupted trials resumed" in unfolded(result.stdout)
     trials = optuna.load_study(study_name="mlp_regularisation", storage=url).trials
     retries = {t.system_attrs["failed_trial"]: t for t in trials if "failed_trial" in t.system_attrs}
     assert retries[first].user_attrs["checkpoint_error"].endswith("the trial restarts from epoch 0")

@@ -13,7 +13,7 @@ import pytest
 
 from search.study import FINISHED, SurplusTrialError, TrialGuard, retry_callback, run_until
 from storage.urls import open_storage, storage_lock
-from tests.conftest import CLI, default_sigint, make_synthetic_root, offline_env, run_cli
+from tests.conftest import CLI, default_sigint, make_synthetic_root, offline_env, run_cli, unfolded
 from tests.pg_server import free_port
 
 pytestmark = pytest.mark.slow
@@ -169,7 +169,7 @@ def test_ctrl_c_marks_the_trial_interrupted_and_the_next_start_resumes_it(tmp_pa
 
     again = run_cli(*start_args(storage, slow_root), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "1 interrupted trials resumed" in again.stdout
+    assert "1 interrupted trials resumed" in unfolded(again.stdout)
     trials = trials_of(storage, "mlp_regularisation")
     retry = next(t for t in trials if t.system_attrs.get("failed_trial") == victim.number)
     assert retry.state == optuna.trial.TrialState.COMPLETE
