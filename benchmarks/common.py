@@ -22,7 +22,7 @@ from objectives.data import write_root
 RESULTS = Path(__file__).resolve().parent / "results"
 CLI = Path(sys.executable).parent / "kmnist-search"
 REPETITIONS = 3
-# BENCHMARKS.md part 4's best cnn_beyond trial, as Optuna parameters (issue 18 times it)
+# BENCHMARKS.md part 4's best cnn_beyond trial, as Optuna parameters (train_loop.py times it)
 BEST_CNN_BEYOND = {
     "n_conv_blocks": 2, "kernel_1": 7, "channels_1": 32, "pool_1": "max2s2", "kernel_2": 7,
     "channels_2": 64, "pool_2": "avg2s2", "convs_per_block": 1, "global_pool": False,
@@ -139,7 +139,7 @@ def write_results(name: str, payload: dict[str, Any], quick: bool = False) -> Pa
 
 
 def as_before(model: nn.Module) -> nn.Module:
-    """The model as it was built before issue 18's changes: torch's nn.Dropout in place of
+    """The model as built before the loop-overhead changes (BENCHMARKS 1): torch's nn.Dropout in place of
     objectives' Dropout, one k x k pool in place of the separable pair."""
     for name, child in model.named_children():
         if isinstance(child, nn.Dropout):

@@ -1,4 +1,4 @@
-"""The loop's per-op overheads, before and after (issue 18): dropout masks, large pools, the
+"""The loop's per-op overheads, before and after: dropout masks, large pools, the
 epoch permutation, the validation pass, and whole epochs with and without the changes.
 
 Every candidate is timed against the way it replaces in the same repetition, the two
@@ -112,7 +112,7 @@ def epoch_run(case_index: int, split: TensorSplit, val: TensorSplit, n: int, pre
 
 
 class OldShuffle:
-    """The loop's shuffle before issue 18: a fresh gather of the split every epoch."""
+    """The loop's earlier shuffle: a fresh gather of the split every epoch."""
 
     def __init__(self, split: TensorSplit) -> None:
         self.split = split

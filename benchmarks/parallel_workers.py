@@ -1,4 +1,4 @@
-"""Trials per hour with 1 vs 2 worker processes and their thread split (issue 7, part 3).
+"""Trials per hour with 1 vs 2 worker processes and their thread split (BENCHMARKS 3).
 
 Each arm runs the real CLI (`kmnist-search start --jobs J --threads T`) on the same fresh
 task: a fixed number of sampled trials on synthetic 28x28 images, no pruning, so every arm

@@ -1,4 +1,4 @@
-"""bf16 against fp32 for the search (issue 18): does bf16 autocast rank configurations as fp32 does?
+"""bf16 against fp32 for the search: does bf16 autocast rank configurations as fp32 does?
 
 Part 1, ranking: configurations drawn at random (Optuna's RandomSampler, fixed seed) from
 `mlp_regularisation`, `mlp_beyond` and `cnn_beyond` (CNNs capped in MFLOPs so the run stays

@@ -1,4 +1,4 @@
-"""Samplers and pruners compared over seeds on real handwriting (issue 13).
+"""Samplers and pruners compared over seeds on real handwriting (BENCHMARKS 7).
 
 Every arm searches `mlp_regularisation` on the same split of the 7,011 real KMNIST training
 images of ../shared/data/kmnist-7k (5,842 train / 1,169 validation, split seed 0), with the

@@ -1,4 +1,4 @@
-"""Search efficiency on real handwriting (issue 7 part 2).
+"""Search efficiency on real handwriting (BENCHMARKS 2).
 
 Three searches, each under the same wall-clock budget, on a KMNIST-format root built from
 the 10,000 real KMNIST test images (8,000 train / 2,000 test; the searches see only the

@@ -43,7 +43,7 @@ def test_replayed_documented_configs_build_the_documented_models():
         optuna.trial.FixedTrial(CNN_BEYOND.trial_params(ALL_EXPERIMENTS[-2].config))), 10))) == 5750
 
 
-def test_beyond_spaces_search_the_knobs_the_issue_names():
+def test_beyond_spaces_search_the_knobs_they_document():
     mlp = {p.name for p in MLP_BEYOND.params}
     cnn = {p.name for p in CNN_BEYOND.params}
     shared = {"hidden_layers", "activation", "batch_norm", "label_smoothing", "optimizer", "lr_schedule",
