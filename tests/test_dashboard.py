@@ -219,6 +219,12 @@ def test_dashboard_reads_while_two_workers_write(tmp_path, synthetic_root):
     polls: list[tuple[str, int]] = []
     finished_seen: list[int] = []
     try:
+        # the dashboard only reads: it refuses a storage file the workers have not created yet
+        created_by = time.monotonic() + 120
+        while not (db.exists() and db.stat().st_size > 0):
+            assert time.monotonic() < created_by, "no worker created the storage within 120 s"
+            assert any(w.poll() is None for w in workers), "the workers exited before creating the storage"
+            time.sleep(0.1)
         dashboard = [CLI, "dashboard", "--storage", url, "--port", str(port := free_port())]
         dashboard_log = tmp_path / "dashboard.log"
         with serve(dashboard, port, tmp_path, dashboard_log) as base:
