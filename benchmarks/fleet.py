@@ -256,14 +256,15 @@ def start_proxy(db_url: str, folder: Path) -> tuple[subprocess.Popen, int]:
 
 
 def workers_mid_trial(poll: sqlalchemy.engine.Connection, alive: set[int]) -> list[int]:
-    """PIDs of workers inside the stand-in between two epochs (one done, one still to sleep),
-    so that a SIGKILL now certainly lands inside a trial with a checkpoint."""
+    """PIDs of workers inside the stand-in after its first epoch with two still to sleep, so
+    that a SIGKILL now lands inside a trial with a checkpoint even when the machine is so
+    loaded that the kill comes a whole epoch after this query."""
     rows = poll.execute(sqlalchemy.text(
         "SELECT a.value_json, "
         "(SELECT count(*) FROM trial_intermediate_values v WHERE v.trial_id = t.trial_id) "
         "FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
         "WHERE t.state = 'RUNNING' AND a.key = 'worker_pid'")).all()
-    return [int(pid) for pid, epochs in rows if int(pid) in alive and 1 <= epochs < EPOCHS]
+    return [int(pid) for pid, epochs in rows if int(pid) in alive and 1 <= epochs < EPOCHS - 1]
 
 
 def finished_now(poll: sqlalchemy.engine.Connection) -> int:
