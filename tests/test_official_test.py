@@ -120,11 +120,11 @@ def test_smoke_of_the_real_pipeline_writes_official_test_accuracies(tmp_path: Pa
     root = make_synthetic_root(tmp_path / "root")
     out = tmp_path / "official_test"
     command = [sys.executable, "benchmarks/official_test.py", "--space", "mlp_regularisation", "--seeds", "0",
-               "--minutes", "1", "--epochs", "1", "--source", str(root), "--out-dir", str(out)]
+               "--minutes", "0.5", "--epochs", "1", "--source", str(root), "--out-dir", str(out)]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("mlp_regularisation-search-seed-0", "mlp_regularisation-documented-seed-0",
-                 "optuna_example-1min-seed-0", "knn-seed-0"):
+                 "optuna_example-0.5min-seed-0", "knn-seed-0"):
         path = out / "runs" / f"{name}.json"
         assert path.exists(), result.stdout[-3000:]
         record = json.loads(path.read_text())
