@@ -1,7 +1,7 @@
-"""A throwaway PostgreSQL server (Debian's postgresql package) for the fleet benchmark.
+"""A throwaway PostgreSQL server (Debian's postgresql package) for the fleet benchmark and
+the tests (tests/pg_server.py loads this file).
 
-Kept free of torch and numpy so that the fleet benchmark's stand-in workers stay small.
-The tests keep their own copy (tests/pg_server.py): neither tree imports the other, and the
+Kept free of torch and numpy so that the fleet benchmark's stand-in workers stay small; the
 product never starts a server, so the package is no home for it.
 """
 
