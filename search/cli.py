@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_worker_options(start)
     start.add_argument("--no-replay", action="store_true",
                        help="do not enqueue the space's documented experiments")
+    start.add_argument("--no-recipes", action="store_true",
+                       help="do not enqueue the space's recipes (strong starting points that no report "
+                       "documents; `kmnist-search spaces` lists them)")
     add_budget_options(start)
     add_precision_option(start, "auto for a new study, a resumed study's own")
     add_data_options(start, "the validation split, the sampler and the training runs")
@@ -319,8 +322,8 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
     request = StartRequest(
         space=args.space, connection=connection(args), study=args.study, trials=args.trials,
         epochs=args.epochs, timeout_s=args.timeout, pruner=args.pruner, artifact_dir=args.artifact_dir,
-        jobs=args.jobs, threads=args.threads, replay=not args.no_replay, budget=asked_budget(args),
-        precision=args.precision, dataset=args.dataset, data_dir=args.data_dir,
+        jobs=args.jobs, threads=args.threads, replay=not args.no_replay, recipes=not args.no_recipes,
+        budget=asked_budget(args), precision=args.precision, dataset=args.dataset, data_dir=args.data_dir,
         val_fraction=args.val_fraction, seed=args.seed, device=args.device)
     outcome = start_search(request, console, say=lambda line: console.print(line, highlight=False),
                            warn=warn_for(args))
@@ -431,6 +434,8 @@ def cmd_spaces(console: Console) -> int:
             widths = e.config.get("hidden_layers")
             arch = f" {format_widths(widths)}" if widths else ""
             console.print(f"  replays {e.key}{arch}: {claims}", highlight=False)
+        for r in space.recipes:
+            console.print(f"  then recipe {r.name}: {r.source}", highlight=False)
     return 0
 
 

@@ -27,6 +27,7 @@ from objectives.objective import TrialOutcome
 from objectives.training import EpochResult
 from search.figure_style import WIDTH, percent_axis, save_figure, styled
 from search.replay import format_value, readable_paths
+from spaces.base import RECIPE
 from storage.artifacts import attach
 from storage.optuna_private import get_note_from_system_attrs, save_note_with_version
 
@@ -180,6 +181,16 @@ def claims_note(trial: optuna.Trial | optuna.trial.FrozenTrial, history: list[Ep
     return "\n".join(lines)
 
 
+def recipe_note(trial: optuna.Trial | optuna.trial.FrozenTrial) -> str | None:
+    """Markdown: which recipe an enqueued trial ran and where the recipe comes from."""
+    attrs = trial.user_attrs
+    name, source = attrs.get(RECIPE), attrs.get("recipe_source")
+    if not isinstance(name, str) or not isinstance(source, str):
+        return None
+    return (f"## Trial {trial.number}: recipe {name}\n\nA starting point enqueued after the documented "
+            f"experiments, not sampled and not from a report. Source: {source[:500]}")
+
+
 class TrialEvidence:
     """A trial-end listener for `Objective`: uploads plots and CSVs, writes notes."""
 
@@ -217,7 +228,7 @@ class TrialEvidence:
                 csv_path = write_confusion_csv(matrix, folder / "confusion_matrix.csv",
                                                class_names(dataset, len(matrix)))
                 attach(self.store, csv_path, trial)
-        note = claims_note(trial, outcome.history)
+        note = claims_note(trial, outcome.history) or recipe_note(trial)
         if note:
             save_note(trial, note)
 

@@ -10,7 +10,7 @@ from typing import Any
 import optuna
 from optuna.trial import FixedTrial, FrozenTrial, TrialState
 
-from search.study import SETTINGS_ATTR, SearchSettings
+from search.study import SETTINGS_ATTR, SearchSettings, trial_source
 from spaces import get_space
 from spaces.base import SearchSpace
 from storage.configs import FORMAT, ConfigError
@@ -116,7 +116,7 @@ def export_config(study: optuna.Study, trial: FrozenTrial, storage_url: str) -> 
             "trial": trial.number,
             "validation_accuracy": trial.value,
             "split_hash": settings.split_hash if settings else None,
-            "source": trial.user_attrs.get("documented_experiment", "sampled"),
+            "source": trial_source(trial),
             "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "versions": {name: version(name) for name in ("kmnist-search", "torch", "optuna")},
         },

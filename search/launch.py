@@ -30,6 +30,7 @@ from search.study import (
     StudyMismatchError,
     check_matches,
     enqueue_documented,
+    enqueue_recipes,
     find_study,
     finished_count,
     make_pruner,
@@ -75,7 +76,8 @@ class StartRequest:
     artifact_dir: Path | None = None  # beside the SQLite file
     jobs: int = 1
     threads: int | None = None  # cores / jobs
-    replay: bool = True
+    replay: bool = True  # the space's documented experiments first
+    recipes: bool = True  # then its recipes
     budget: Budget | None = None  # the study's stored budget, else none
     precision: str | None = None  # auto for a new study, a resumed study's own
     dataset: str = "kmnist"
@@ -154,10 +156,12 @@ def start_search(request: StartRequest, console: Console, say: Say, warn: Say) -
                    request.trials, precision).save(study)
     record_budget(study, budget)
     added = enqueue_documented(study, space, lock=storage_lock(connection.storage)) if request.replay else 0
+    recipes = enqueue_recipes(study, space, lock=storage_lock(connection.storage)) if request.recipes else 0
     resumed = resume_interrupted(study)
     threads = request.threads or default_threads(request.jobs)
     say(f"study {study_name!r} on {redact_url(connection.storage)}: {finished_count(study)} of "
-        f"{request.trials} trials finished, {added} documented experiments enqueued, {resumed} interrupted "
+        f"{request.trials} trials finished, {added} documented experiments and "
+        f"{recipes} recipes enqueued, {resumed} interrupted "
         f"trials resumed; {len(data.train)} train / {len(data.val)} validation images of {request.dataset} "
         f"on {device} in {resolve_precision(precision, device)}; {request.jobs} worker(s) x {threads} "
         f"thread(s); {budget.describe()}")

@@ -19,7 +19,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.schema import MAX_EPOCHS, MAX_SEED, SchemaError, mapping, number, one_of, text, whole_number
-from spaces.base import DocumentedExperiment, SearchSpace
+from spaces.base import RECIPE, DocumentedExperiment, SearchSpace
 from storage.artifacts import inside, safe_slug
 from storage.urls import storage_lock
 
@@ -182,6 +182,20 @@ def enqueue_documented(study: optuna.Study, space: SearchSpace,
             study.enqueue_trial(space.trial_params(experiment.config),
                                 user_attrs=experiment.trial_attrs())
             added += 1
+    return added
+
+
+def enqueue_recipes(study: optuna.Study, space: SearchSpace,
+                    lock: AbstractContextManager | None = None) -> int:
+    """Enqueue each of the space's recipes not yet in the study (after the documented
+    experiments, so replays still run first); returns how many were added."""
+    with lock or nullcontext():
+        present = {t.user_attrs.get(RECIPE) for t in study.get_trials(deepcopy=False)}
+        added = 0
+        for recipe in space.recipes:
+            if recipe.name not in present:
+                study.enqueue_trial(space.trial_params(recipe.config), user_attrs=recipe.trial_attrs())
+                added += 1
     return added
 
 
@@ -380,7 +394,14 @@ def run_until(study: optuna.Study, objective: Callable[[optuna.Trial], float], t
 
 
 def trial_source(trial: FrozenTrial) -> str:
-    return trial.user_attrs.get("documented_experiment", "sampled")
+    """Where a trial's parameters came from: a documented experiment's key, "recipe NAME" or
+    "sampled". Attributes are read back, so only text values count."""
+    documented, recipe = trial.user_attrs.get("documented_experiment"), trial.user_attrs.get(RECIPE)
+    if isinstance(documented, str):
+        return documented
+    if isinstance(recipe, str):
+        return f"recipe {recipe}"
+    return "sampled"
 
 
 def leaderboard(study: optuna.Study, limit: int = 10) -> list[FrozenTrial]:

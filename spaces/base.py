@@ -16,6 +16,7 @@ from typing import Any, Protocol
 # user attributes of an enqueued documented trial that the objective reads back
 DOCUMENTED_EPOCHS = "documented_epochs"
 EARLY_STOPPING = "early_stopping_patience"
+RECIPE = "recipe"  # the user attribute naming an enqueued recipe
 
 # What every report did without saying so. Spaces that search these knobs read a documented
 # configuration with them filled in; objectives/ uses the same values as its defaults.
@@ -338,12 +339,26 @@ class DocumentedExperiment:
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """A strong starting point that no report documents: a configuration a practitioner would
+    try first, enqueued after the documented experiments so the sampler starts from it."""
+
+    name: str
+    config: Mapping[str, Any]  # in the space's configuration form, like a documented config
+    source: str  # where the configuration comes from and what it measured
+
+    def trial_attrs(self) -> dict[str, Any]:
+        return {"source": "recipe", RECIPE: self.name, "recipe_source": self.source}
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     name: str
     family: str  # "mlp" or "cnn": which model builder the objective uses
     description: str
     params: tuple[Param, ...]
     experiments: tuple[DocumentedExperiment, ...] = ()
+    recipes: tuple[Recipe, ...] = ()  # enqueued after the experiments
     fixed: Mapping[str, Any] = field(default_factory=dict)  # settings this space never varies
     # values of knobs a documented configuration leaves unsaid (REPORTS_DEFAULTS)
     defaults: Mapping[str, Any] = field(default_factory=dict)
