@@ -23,13 +23,14 @@ from typing import Any
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages import BaseStorage
+from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from storage.optuna_private import BaseHeartbeat
 from storage.urls import StorageError, open_proxy_storage, open_storage, proxy_address, storage_lock
 
 HEARTBEAT_ATTR = "kmnist_search:heartbeat"
+MAX_RETRIES = 3  # times a dead worker's trial is requeued
 FIRST_DELAY_S = 0.5
 MAX_DELAY_S = 15.0
 DEFAULT_RETRY_FOR_S = 300
@@ -57,6 +58,11 @@ def _causes(error: BaseException) -> list[BaseException]:
             chain.append(orig)
         error = error.__cause__ or error.__context__
     return chain
+
+
+def retry_callback() -> RetryHeartbeatStaleTrialCallback:
+    """Requeues a trial whose worker died (stale heartbeat) with the same parameters."""
+    return RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
 
 
 BUSY, DOWN = "busy", "down"
