@@ -435,7 +435,7 @@ def cmd_spaces(console: Console) -> int:
 
 
 def cmd_proxy(args: argparse.Namespace, console: Console) -> int:
-    from search.proxy import serve_proxy
+    from storage.proxy import serve_proxy
 
     if proxy_address(args.storage) is not None:
         raise StorageError("a proxy serves a database: give --storage postgresql://USER:PASSWORD@HOST/DB")

@@ -9,7 +9,7 @@ storage returns; a storage that stays down raises StorageUnavailableError.
 Optuna's gRPC proxy client has no heartbeat interface. Through it, the wrapper writes each
 running trial's heartbeat as the trial system attribute HEARTBEAT_ATTR (through the same
 proxy), and `kmnist-search proxy`, which holds the database, fails and retries trials whose
-heartbeat stops changing (search/proxy.py). On an RDB storage Optuna's own heartbeats are used.
+heartbeat stops changing (storage/proxy.py). On an RDB storage Optuna's own heartbeats are used.
 """
 
 from __future__ import annotations
@@ -262,7 +262,7 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
                 raise  # the main thread reports outages
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        # through the proxy, the proxy process finds stale trials (search/proxy.py)
+        # through the proxy, the proxy process finds stale trials (storage/proxy.py)
         return self._call("_get_stale_trial_ids", study_id) if self._native_heartbeat else []
 
     def get_heartbeat_stale_trial_callback(self) -> Callable | None:
