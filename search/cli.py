@@ -19,10 +19,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from objectives.budget import Budget, format_cost
+from objectives.budget import Budget, BudgetMismatchError, UnmeetableBudgetError, format_cost, stored_budget
 from objectives.datasets import SOURCES, DataUnavailableError, default_data_dir
 from objectives.errors import DeviceUnavailableError, TensorFileError
-from search.budget import UnmeetableBudgetError
 from search.cli_options import (
     DeprecatedSpelling,
     OneLineParser,
@@ -82,7 +81,7 @@ DEBUG_ENV = "KMNIST_SEARCH_DEBUG"
 
 USER_ERRORS = (UnknownSpaceError, DataUnavailableError, StorageError, StudyMismatchError, ExportError,
                ConfigError, SearchStoppedError, TensorFileError, DeviceUnavailableError,
-               UnmeetableBudgetError, FrontError)
+               BudgetMismatchError, UnmeetableBudgetError, FrontError)
 
 
 PROXY_PORT = 13000  # Optuna's default for its gRPC storage proxy
@@ -556,10 +555,9 @@ def cmd_front(args: argparse.Namespace, console: Console) -> int:
     import shutil
     import tempfile
 
-    from search.budget import stored_budget
     from search.front import costed_trials, pareto_front, plot_front, smallest_within
-    from search.progress import format_params
     from search.study import trial_source
+    from spaces.base import format_params
 
     if args.output is not None:
         check_output_path(args.output, args.force)

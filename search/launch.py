@@ -18,9 +18,8 @@ from pathlib import Path
 import optuna
 from rich.console import Console
 
-from objectives.budget import Budget
+from objectives.budget import Budget, record_budget, settled_budget
 from objectives.datasets import default_data_dir
-from search.budget import record_budget, settled_budget
 from search.study import (
     GRACE_PERIOD_S,
     HEARTBEAT_INTERVAL_S,
