@@ -385,7 +385,9 @@ def cmd_replay(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_replay_curve(args: argparse.Namespace, console: Console, chosen: list, load: Callable,
                      data_dir: Path) -> int:
-    from search.curve_audit import CurveSettings, audit_by_curves, table_cells, write_curve_audit
+    from search.learning_curve.audit import audit_by_curves
+    from search.learning_curve.report import table_cells, write_curve_audit
+    from search.learning_curve.runs import CurveSettings
 
     if args.threads:
         import torch
