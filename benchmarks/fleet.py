@@ -42,8 +42,8 @@ import sqlalchemy
 from optuna.trial import TrialState
 from pg_server import free_port, postgres_server
 
-from search.study import FINISHED, CheckpointPaths, make_pruner, retry_callback, run_until
-from storage.resilient import open_resilient_storage
+from search.study import FINISHED, CheckpointPaths, make_pruner, run_until
+from storage.resilient import open_resilient_storage, retry_callback
 
 CLI = Path(sys.executable).parent / "kmnist-search"
 STUDY = "fleet"

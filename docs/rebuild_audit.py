@@ -19,8 +19,9 @@ LEVEL, BOOTSTRAP, VALIDATE_UP_TO = 0.9, 500, (2000, 4000)  # what the committed 
 
 def main() -> int:
     sys.path.insert(0, str(DOCS.parent))
-    from search.curve_audit import curve_points, read_curve_audit, write_curve_audit
-    from search.curve_fit import validate
+    from search.learning_curve.fit import validate
+    from search.learning_curve.report import read_curve_audit, write_curve_audit
+    from search.learning_curve.runs import curve_points
 
     claims, runs = read_curve_audit(DOCS)
     keys = list(dict.fromkeys(r.experiment for r in runs))

@@ -19,10 +19,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from objectives.budget import Budget, format_cost
+from objectives.budget import Budget, BudgetMismatchError, UnmeetableBudgetError, format_cost, stored_budget
 from objectives.datasets import SOURCES, DataUnavailableError, default_data_dir
 from objectives.errors import DeviceUnavailableError, TensorFileError
-from search.budget import UnmeetableBudgetError
 from search.cli_options import (
     DeprecatedSpelling,
     OneLineParser,
@@ -82,7 +81,7 @@ DEBUG_ENV = "KMNIST_SEARCH_DEBUG"
 
 USER_ERRORS = (UnknownSpaceError, DataUnavailableError, StorageError, StudyMismatchError, ExportError,
                ConfigError, SearchStoppedError, TensorFileError, DeviceUnavailableError,
-               UnmeetableBudgetError, FrontError)
+               BudgetMismatchError, UnmeetableBudgetError, FrontError)
 
 
 PROXY_PORT = 13000  # Optuna's default for its gRPC storage proxy
@@ -389,7 +388,9 @@ def cmd_replay(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_replay_curve(args: argparse.Namespace, console: Console, chosen: list, load: Callable,
                      data_dir: Path) -> int:
-    from search.curve_audit import CurveSettings, audit_by_curves, table_cells, write_curve_audit
+    from search.learning_curve.audit import audit_by_curves
+    from search.learning_curve.report import table_cells, write_curve_audit
+    from search.learning_curve.runs import CurveSettings
 
     if args.threads:
         import torch
@@ -440,7 +441,7 @@ def cmd_spaces(console: Console) -> int:
 
 
 def cmd_proxy(args: argparse.Namespace, console: Console) -> int:
-    from search.proxy import serve_proxy
+    from storage.proxy import serve_proxy
 
     if proxy_address(args.storage) is not None:
         raise StorageError("a proxy serves a database: give --storage postgresql://USER:PASSWORD@HOST/DB")
@@ -561,10 +562,9 @@ def cmd_front(args: argparse.Namespace, console: Console) -> int:
     import shutil
     import tempfile
 
-    from search.budget import stored_budget
     from search.front import costed_trials, pareto_front, plot_front, smallest_within
-    from search.progress import format_params
     from search.study import trial_source
+    from spaces.base import format_params
 
     if args.output is not None:
         check_output_path(args.output, args.force)

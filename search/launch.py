@@ -18,9 +18,8 @@ from pathlib import Path
 import optuna
 from rich.console import Console
 
-from objectives.budget import Budget
+from objectives.budget import Budget, record_budget, settled_budget
 from objectives.datasets import default_data_dir
-from search.budget import record_budget, settled_budget
 from search.study import (
     GRACE_PERIOD_S,
     HEARTBEAT_INTERVAL_S,
@@ -37,12 +36,11 @@ from search.study import (
     make_sampler,
     open_study,
     resume_interrupted,
-    retry_callback,
     study_precision,
 )
 from spaces import get_space
 from storage.artifacts import artifact_dir
-from storage.resilient import DEFAULT_RETRY_FOR_S, ResilientStorage, open_resilient_storage
+from storage.resilient import DEFAULT_RETRY_FOR_S, ResilientStorage, open_resilient_storage, retry_callback
 from storage.urls import redact_url, storage_lock
 
 Say = Callable[[str], None]

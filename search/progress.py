@@ -18,6 +18,7 @@ from rich.progress import (
 from rich.table import Table
 
 from search.study import FINISHED, leaderboard, trial_source
+from spaces.base import format_params
 
 if TYPE_CHECKING:  # keeps `kmnist-search` start-up free of torch until training starts
     from objectives.training import EpochResult
@@ -32,10 +33,6 @@ def trial_reason(trial: FrozenTrial) -> str:
         return "interrupted (Ctrl-C); the next start resumes it"
     lines = trial.system_attrs.get("fail_reason", "").strip().splitlines()
     return lines[-1] if lines else ""
-
-
-def format_params(params: dict) -> str:
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
 class SearchProgress:

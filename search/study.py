@@ -15,12 +15,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.schema import MAX_EPOCHS, MAX_SEED, SchemaError, mapping, number, one_of, text, whole_number
 from spaces.base import RECIPE, DocumentedExperiment, SearchSpace
 from storage.artifacts import inside, safe_slug
+from storage.resilient import retry_callback
 from storage.urls import storage_lock
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -29,7 +29,6 @@ PRUNERS = ("median", "hyperband", "none")
 MAX_CONSECUTIVE_FAILURES = 5
 HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 30
-MAX_RETRIES = 3
 WAIT_POLL_S = 1.0
 
 
@@ -203,11 +202,6 @@ def queued_documented(study: optuna.Study) -> int:
     """Documented experiments enqueued but not yet run (a --trials below their number)."""
     return sum("documented_experiment" in t.user_attrs
                for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-
-
-def retry_callback() -> RetryHeartbeatStaleTrialCallback:
-    """Requeues a trial whose worker died (stale heartbeat) with the same parameters."""
-    return RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
 
 
 def retried(study: optuna.Study) -> set[int]:

@@ -16,10 +16,9 @@ import optuna
 import torch
 from rich.console import Console
 
-from objectives.budget import Budget
+from objectives.budget import Budget, UnmeetableBudgetCheck
 from objectives.data import SearchData
 from objectives.objective import Objective
-from search.budget import UnmeetableBudgetCheck
 from search.evidence import TrialEvidence
 from search.progress import SearchProgress
 from search.study import CheckpointPaths, run_until

@@ -286,6 +286,11 @@ def parse_widths(label: str) -> tuple[int, ...]:
     return () if label == "none" else tuple(int(w) for w in label.split("-"))
 
 
+def format_params(params: Mapping[str, Any]) -> str:
+    """Trial parameters on one line: `name=value, ...`, floats to three significant digits."""
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
 @dataclass(frozen=True)
 class Claim:
     """One figure a report states, with where it says so."""

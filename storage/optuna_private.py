@@ -9,7 +9,7 @@ upgrade moves or changes one. Nothing public does the same job:
 - the gRPC proxy: `kmnist-search proxy` serves Optuna's own service with a faster GetTrials,
   which needs the service class, its trial converter and the generated protobuf modules.
 
-search/proxy.py also reads the trial cache's internals (optuna.storages._cached_storage:
+storage/proxy.py also reads the trial cache's internals (optuna.storages._cached_storage:
 _read_trials_from_remote_storage, _lock, _studies, _trial_id_to_study_id_and_number); the
 test checks those too.
 """

@@ -9,7 +9,7 @@ storage returns; a storage that stays down raises StorageUnavailableError.
 Optuna's gRPC proxy client has no heartbeat interface. Through it, the wrapper writes each
 running trial's heartbeat as the trial system attribute HEARTBEAT_ATTR (through the same
 proxy), and `kmnist-search proxy`, which holds the database, fails and retries trials whose
-heartbeat stops changing (search/proxy.py). On an RDB storage Optuna's own heartbeats are used.
+heartbeat stops changing (storage/proxy.py). On an RDB storage Optuna's own heartbeats are used.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from typing import Any
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages import BaseStorage
+from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from storage.optuna_private import BaseHeartbeat
 from storage.urls import StorageError, open_proxy_storage, open_storage, proxy_address, storage_lock
 
 HEARTBEAT_ATTR = "kmnist_search:heartbeat"
+MAX_RETRIES = 3  # times a dead worker's trial is requeued
 FIRST_DELAY_S = 0.5
 MAX_DELAY_S = 15.0
 DEFAULT_RETRY_FOR_S = 300
@@ -57,6 +58,11 @@ def _causes(error: BaseException) -> list[BaseException]:
             chain.append(orig)
         error = error.__cause__ or error.__context__
     return chain
+
+
+def retry_callback() -> RetryHeartbeatStaleTrialCallback:
+    """Requeues a trial whose worker died (stale heartbeat) with the same parameters."""
+    return RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
 
 
 BUSY, DOWN = "busy", "down"
@@ -256,7 +262,7 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
                 raise  # the main thread reports outages
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        # through the proxy, the proxy process finds stale trials (search/proxy.py)
+        # through the proxy, the proxy process finds stale trials (storage/proxy.py)
         return self._call("_get_stale_trial_ids", study_id) if self._native_heartbeat else []
 
     def get_heartbeat_stale_trial_callback(self) -> Callable | None:

@@ -4,15 +4,9 @@ not import the tests, so the one copy lives there)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from tests.benchmark_scripts import load_benchmark
 
-_spec = importlib.util.spec_from_file_location(
-    "benchmarks_pg_server", Path(__file__).resolve().parents[1] / "benchmarks" / "pg_server.py")
-_module = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = _module  # dataclasses look their module up there
-_spec.loader.exec_module(_module)
+_module = load_benchmark("pg_server")
 
 PostgresUnavailable = _module.PostgresUnavailable
 PostgresServer = _module.PostgresServer

@@ -8,7 +8,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from search.budget import INFEASIBLE_STREAK
+from objectives.budget import INFEASIBLE_STREAK
 from tests.conftest import make_synthetic_root, run_cli, searched_folder
 
 pytestmark = pytest.mark.slow

@@ -181,7 +181,9 @@ def test_front_table_figure_and_pick_through_the_cli(tmp_path, synthetic_root):
 
 
 def test_the_benchmark_redraws_its_fronts_from_the_results_file(tmp_path):
-    from benchmarks import deployment_budget
+    from tests.benchmark_scripts import load_benchmark
+
+    deployment_budget = load_benchmark("deployment_budget")
 
     rows = [{"trial": n, "validation_accuracy": acc, "param_count": p, "latency_ms": p / 1e5}
             for n, (acc, p) in enumerate(((0.18, 4_730), (0.74, 9_738), (0.44, 12_900)))]

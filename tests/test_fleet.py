@@ -105,8 +105,8 @@ def test_a_trial_finishing_while_the_proxy_restarts_keeps_its_result(tmp_path, p
 
 
 def test_the_proxy_answers_trial_reads_as_optunas_own_service_does(tmp_path):
-    from search.proxy import proxy_service
     from storage.optuna_private import grpc_messages, grpc_servicer
+    from storage.proxy import proxy_service
 
     api_pb2, OptunaStorageProxyService = grpc_messages(), grpc_servicer().OptunaStorageProxyService
 

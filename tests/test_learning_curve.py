@@ -7,8 +7,9 @@ import optuna
 import pytest
 
 from objectives.data import nested_stratified_order
-from search.curve_audit import VERDICTS, CurveRun, claim_verdict, enqueue_run
-from search.curve_fit import Curve, CurveFitError, extrapolate, fit_curve, local_slopes, validate
+from search.learning_curve.audit import VERDICTS, claim_verdict
+from search.learning_curve.fit import Curve, CurveFitError, extrapolate, fit_curve, local_slopes, validate
+from search.learning_curve.runs import CurveRun, enqueue_run
 from spaces.documented import R002_EXP1, R002_EXP2, R002_EXP3
 from spaces.mlp_regularisation import MLP_REGULARISATION
 from tests.conftest import make_synthetic_root, run_cli

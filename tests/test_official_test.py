@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.benchmark_scripts import load_benchmark
 from tests.conftest import REPO, make_synthetic_root
 
-sys.path.insert(0, str(REPO / "benchmarks"))
-import official_test  # noqa: E402
+official_test = load_benchmark("official_test")
 
 MACHINE = {"cpu_model": "Test CPU", "cpu_family_model_stepping": ["6", "143", "8"],
            "cpu_flags_of_interest": ["amx_bf16", "avx512_bf16"], "logical_cores": 2}

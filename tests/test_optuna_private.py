@@ -1,5 +1,5 @@
 """The private names of Optuna and optuna-dashboard that storage/optuna_private.py wraps (and
-search/proxy.py reads) still exist and behave as the product expects.
+storage/proxy.py reads) still exist and behave as the product expects.
 
 A failure names the private module that changed: update storage/optuna_private.py for the
 new version before widening the version range in pyproject.toml.

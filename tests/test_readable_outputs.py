@@ -17,11 +17,13 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import create_trial
 
 from objectives.budget import Budget
-from search.curve_audit import CurveAuditRow, CurveRun, plot_curves, read_curve_audit, write_curve_audit
 from search.dashboard import IMPORTANCE_MIN_TRIALS, dashboard_app
 from search.evidence import append_note, claims_note
 from search.figure_style import figure_style, label_points, short_count
 from search.front import COSTS, pareto_front, plot_front
+from search.learning_curve.audit import CurveAuditRow
+from search.learning_curve.report import plot_curves, read_curve_audit, write_curve_audit
+from search.learning_curve.runs import CurveRun
 from search.replay import readable_paths
 from storage.optuna_private import get_note_from_system_attrs
 

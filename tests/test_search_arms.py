@@ -1,13 +1,11 @@
 """The statistics behind the sampler/pruner comparison (benchmarks/search_arms.py): anytime
 curves, time to a level, censored medians and the paired verdicts the defaults rest on."""
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import search_arms  # noqa: E402
+from tests.benchmark_scripts import load_benchmark
+
+search_arms = load_benchmark("search_arms")
 
 
 def run(points: list[tuple[float, float | None, int]], budget: float = 100.0) -> dict:

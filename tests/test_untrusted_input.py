@@ -35,11 +35,12 @@ from objectives.training import (
 from search import cli, worker
 from search.dashboard import HostCheck, allowed_hosts
 from search.export import as_plain, checked_params
-from search.proxy import HEARTBEAT_ATTR, StaleTrialReaper
 from search.retrain import SavedModelInfo, default_run_folder, load_saved_model, redacted, save_model
 from search.study import CheckpointPaths, SearchSettings, StudyMismatchError
 from spaces import get_space
 from storage.configs import FORMAT, ConfigError, read_config
+from storage.proxy import StaleTrialReaper
+from storage.resilient import HEARTBEAT_ATTR
 from storage.urls import STORAGE_ENV, open_storage, redact_text, redact_url
 from tests.conftest import CLI, make_synthetic_root, offline_env, run_cli
 from tests.pg_server import free_port

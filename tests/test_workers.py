@@ -11,7 +11,8 @@ import time
 import optuna
 import pytest
 
-from search.study import FINISHED, SurplusTrialError, TrialGuard, retry_callback, run_until
+from search.study import FINISHED, SurplusTrialError, TrialGuard, run_until
+from storage.resilient import retry_callback
 from storage.urls import open_storage, storage_lock
 from tests.conftest import CLI, default_sigint, make_synthetic_root, offline_env, run_cli, unfolded
 from tests.pg_server import free_port

@@ -25,8 +25,7 @@ import sqlalchemy
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from search.study import retry_callback
-from storage.resilient import HEARTBEAT_ATTR, is_connection_error
+from storage.resilient import HEARTBEAT_ATTR, is_connection_error, retry_callback
 
 SERVER_THREADS = 16
 
