@@ -158,8 +158,8 @@ def start_search(request: StartRequest, console: Console, say: Say, warn: Say) -
     resumed = resume_interrupted(study)
     threads = request.threads or default_threads(request.jobs)
     say(f"study {study_name!r} on {redact_url(connection.storage)}: {finished_count(study)} of "
-        f"{request.trials} trials finished, {added} documented experiments and "
-        f"{recipes} recipes enqueued, {resumed} interrupted "
+        f"{request.trials} trials finished, {added} documented experiment(s) and "
+        f"{recipes} recipe(s) enqueued, {resumed} interrupted "
         f"trials resumed; {len(data.train)} train / {len(data.val)} validation images of {request.dataset} "
         f"on {device} in {resolve_precision(precision, device)}; {request.jobs} worker(s) x {threads} "
         f"thread(s); {budget.describe()}")

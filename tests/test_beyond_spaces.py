@@ -122,6 +122,7 @@ def test_spaces_command_lists_the_beyond_spaces(tmp_path):
     for name in ("mlp_beyond", "cnn_beyond"):
         assert f"{name} (" in listed.stdout
     assert "default budget: 15 epochs" in listed.stdout and "004/Experiment 1" in listed.stdout
+    assert "then recipe vgg-onecycle: a hand pick" in listed.stdout
 
 
 @pytest.mark.slow
@@ -135,6 +136,8 @@ def test_cnn_beyond_start_export_retrain_on_synthetic_data(tmp_path, synthetic_r
     assert len(finished) == 6
     assert {t.user_attrs.get("documented_experiment") for t in study.trials[:2]} == {
         e.key for e in CNN_BEYOND.experiments}
+    assert study.trials[2].user_attrs["recipe"] == "vgg-onecycle"  # then the recipe, then the sampler
+    assert all("recipe" not in t.user_attrs for t in study.trials[3:])
     assert all("forward_mflops" in t.user_attrs for t in finished)
     assert study.user_attrs["search_settings"]["epochs"] == 2
 
