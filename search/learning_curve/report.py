@@ -156,7 +156,9 @@ def write_curve_audit(out: Path, claims: Sequence[CurveAuditRow], runs: Sequence
         with open(path, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(fields))
             writer.writeheader()
-            writer.writerows({k: "" if v is None else v for k, v in asdict(r).items()} for r in rows)
+            # reasons may name the data folder: shown as a reader elsewhere recognises it
+            writer.writerows({k: "" if v is None else readable_paths(v) if isinstance(v, str) else v
+                              for k, v in asdict(r).items()} for r in rows)
     lines = [f"# Audit of the reports on the test set, by learning curves\n\n{readable_paths(header)}\n",
              HOW_TO_READ,
              "## Does the extrapolation validate?\n"]
