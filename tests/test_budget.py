@@ -15,7 +15,7 @@ from objectives.cost import LATENCY_THREADS, measure_latency, smallest_latency, 
 from objectives.models import build_model, count_parameters, forward_mflops, model_config
 from search.front import COSTS, pareto_front, smallest_within
 from spaces import get_space
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 COST_ATTRS = ("param_count", "forward_mflops", "latency_ms", "latency_ms_batch256", "latency_threads")
 
@@ -180,7 +180,9 @@ def test_front_table_figure_and_pick_through_the_cli(tmp_path, synthetic_root):
     assert {f"front-{cost}-{len(complete)}-trials.png" for cost in ("params", "latency")} <= attached
 
 
-def test_the_benchmark_redraws_its_fronts_from_the_results_file(tmp_path):
+def test_the_benchmark_redraws_its_fronts_from_the_results_file(tmp_path, monkeypatch):
+    # benchmarks import their shared helpers as `common`, as when run as scripts
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     from benchmarks import deployment_budget
 
     rows = [{"trial": n, "validation_accuracy": acc, "param_count": p, "latency_ms": p / 1e5}
