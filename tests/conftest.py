@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import signal
@@ -12,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 
 from objectives.data import write_root
+from search.launch import Connection, JoinRequest, SearchOutcome, StartRequest, join_search, start_search
 from tests.pg_server import PostgresUnavailable, postgres_server
 from tests.pg_server import free_port as _free_port  # noqa: F401 (test modules import it from here)
 
@@ -92,12 +96,59 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Completed
                           text=True, timeout=timeout)
 
 
+def run_main(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The command's own `main` in this process, as run_cli sees it (exit status, stdout,
+    stderr), for cases whose subject is not the process: its startup is the cost of run_cli."""
+    from search.cli import main
+
+    out, err, env = io.StringIO(), io.StringIO(), env or offline_env()
+    before, threads, where = dict(os.environ), torch.get_num_threads(), Path.cwd()
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exit_:  # argparse's errors and --help
+                code = exit_.code if isinstance(exit_.code, int) else 2 if exit_.code else 0
+    finally:
+        os.chdir(where)
+        os.environ.clear()
+        os.environ.update(before)
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess(["kmnist-search", *args], code, out.getvalue(), err.getvalue())
+
+
+def in_process(launch, request) -> tuple[SearchOutcome, str]:
+    said: list[str] = []
+    threads = torch.get_num_threads()
+    try:
+        console = Console(file=io.StringIO(), markup=False)  # the live progress, not checked here
+        outcome = launch(request, console, say=said.append, warn=said.append)
+    finally:
+        torch.set_num_threads(threads)  # the worker sets its own; the next test gets the suite's
+    return outcome, "\n".join(said)
+
+
+def start_in_process(storage: str, root: Path, trials: int, epochs: int, space: str = "mlp_regularisation",
+                     **request) -> tuple[SearchOutcome, str]:
+    """`start` through the library call the command makes (one torch thread), for tests whose
+    subject is the search rather than the command line: its outcome and the lines it said."""
+    return in_process(start_search, StartRequest(space=space, connection=Connection(storage), trials=trials,
+                                                 epochs=epochs, threads=1, data_dir=root, **request))
+
+
+def join_in_process(storage: str, study: str, root: Path, **request) -> tuple[SearchOutcome, str]:
+    """`worker` through its library call, as start_in_process."""
+    return in_process(join_search, JoinRequest(study=study, connection=Connection(storage), threads=1,
+                                               data_dir=root, **request))
+
+
 def searched_folder(folder: Path, root: Path, trials: int, epochs: int) -> Path:
     """A folder whose k.db holds a finished tiny mlp_regularisation search."""
-    result = run_cli("start", "--space", "mlp_regularisation", "--trials", str(trials), "--epochs",
-                     str(epochs), "--storage", f"sqlite:///{folder / 'k.db'}", "--data-dir", str(root),
-                     cwd=folder)
-    assert result.returncode == 0, result.stderr
+    outcome, _ = start_in_process(f"sqlite:///{folder / 'k.db'}", root, trials, epochs)
+    assert outcome.finished == trials
     return folder
 
 

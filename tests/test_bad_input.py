@@ -9,7 +9,7 @@ import torch
 from optuna.trial import TrialState
 
 from objectives.budget import INFEASIBLE_STREAK
-from tests.conftest import make_synthetic_root, run_cli, searched_folder
+from tests.conftest import make_synthetic_root, run_cli, run_main, searched_folder
 
 pytestmark = pytest.mark.slow
 
@@ -128,12 +128,19 @@ BAD_INPUTS = [
 ]
 
 
+# each command's first case, and an option's bad value, run as real processes; the others call
+# the same `main` in the test's process (a process costs seconds of imports)
+IN_A_PROCESS = {tuple(args) for args in {args[0]: args for args, _ in reversed(BAD_INPUTS)}.values()} | {
+    tuple(BAD_INPUTS[1][0])}
+
+
 @pytest.mark.parametrize(("args", "fragments"), BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
 def test_bad_input_gets_one_line_and_leaves_storage_unchanged(tmp_path, existing_db, args, fragments):
     assert len(BAD_INPUTS) >= 15
     before = digest(existing_db)
     argv = [f"sqlite:///{existing_db}" if a == DB else a for a in args]
-    check_one_line_error(run_cli(*argv, cwd=tmp_path), *fragments)
+    run = run_cli if tuple(args) in IN_A_PROCESS else run_main
+    check_one_line_error(run(*argv, cwd=tmp_path), *fragments)
     assert digest(existing_db) == before
 
 

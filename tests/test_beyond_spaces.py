@@ -11,7 +11,7 @@ from objectives.models import build_model, count_parameters, model_config
 from spaces import ALL_SPACES, get_space
 from spaces.base import ConvStackParam, parse_pool, pool_label
 from spaces.documented import ALL_EXPERIMENTS
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_main
 
 MLP_BEYOND, CNN_BEYOND = get_space("mlp_beyond"), get_space("cnn_beyond")
 
@@ -128,8 +128,9 @@ def test_spaces_command_lists_the_beyond_spaces(tmp_path):
 @pytest.mark.slow
 def test_cnn_beyond_start_export_retrain_on_synthetic_data(tmp_path, synthetic_root):
     storage = f"sqlite:///{tmp_path / 'k.db'}"
-    started = run_cli("start", "--space", "cnn_beyond", "--trials", "6", "--epochs", "2", "--storage",
-                      storage, "--data-dir", str(synthetic_root), cwd=tmp_path)
+    # each command through its `main` in this process: their own processes are tested elsewhere
+    started = run_main("start", "--space", "cnn_beyond", "--trials", "6", "--epochs", "1", "--threads", "1",
+                       "--storage", storage, "--data-dir", str(synthetic_root), cwd=tmp_path)
     assert started.returncode == 0, started.stderr
     study = optuna.load_study(study_name="cnn_beyond", storage=storage)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -139,13 +140,13 @@ def test_cnn_beyond_start_export_retrain_on_synthetic_data(tmp_path, synthetic_r
     assert study.trials[2].user_attrs["recipe"] == "vgg-onecycle"  # then the recipe, then the sampler
     assert all("recipe" not in t.user_attrs for t in study.trials[3:])
     assert all("forward_mflops" in t.user_attrs for t in finished)
-    assert study.user_attrs["search_settings"]["epochs"] == 2
+    assert study.user_attrs["search_settings"]["epochs"] == 1
 
-    exported = run_cli("export", "--study", "cnn_beyond", "--storage", storage, "-o", "best.yaml",
-                       "-f", "yaml", cwd=tmp_path)
+    exported = run_main("export", "--study", "cnn_beyond", "--storage", storage, "-o", "best.yaml",
+                        "-f", "yaml", cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
-    retrained = run_cli("retrain", "best.yaml", "--seeds", "1", "--out", "run", "--threads", "1",
-                        "--data-dir", str(synthetic_root), cwd=tmp_path)
+    retrained = run_main("retrain", "best.yaml", "--seeds", "1", "--out", "run", "--threads", "1",
+                         "--data-dir", str(synthetic_root), cwd=tmp_path)
     assert retrained.returncode == 0, retrained.stderr
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert 0 <= metrics["test_accuracy"]["mean"] <= 1 and metrics["seeds"] == [0]
@@ -153,7 +154,7 @@ def test_cnn_beyond_start_export_retrain_on_synthetic_data(tmp_path, synthetic_r
     config = yaml.safe_load((tmp_path / "best.yaml").read_text())
     config["params"]["optimizer"] = "lion"
     (tmp_path / "lion.yaml").write_text(yaml.safe_dump(config))
-    refused = run_cli("retrain", "lion.yaml", "-o", "run-lion", cwd=tmp_path)
+    refused = run_main("retrain", "lion.yaml", "-o", "run-lion", cwd=tmp_path)
     lines = refused.stderr.strip().splitlines()
     assert refused.returncode != 0 and len(lines) == 1 and "Traceback" not in refused.stderr
     assert "optimizer='lion' outside {adam, adamw, sgd}" in lines[0]
@@ -185,7 +186,7 @@ def test_timeout_stops_the_search_and_the_same_command_goes_on(tmp_path, synthet
     study = optuna.load_study(study_name="mlp_beyond", storage=storage)
     assert len([t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) < 4
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
-    second = run_cli(*command, cwd=tmp_path)
+    second = run_main(*command, cwd=tmp_path)  # the same command, through its `main` in this process
     assert second.returncode == 0, second.stderr
     study = optuna.load_study(study_name="mlp_beyond", storage=storage)
     assert len([t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) == 4

@@ -15,7 +15,7 @@ from objectives.cost import LATENCY_THREADS, measure_latency, smallest_latency, 
 from objectives.models import build_model, count_parameters, forward_mflops, model_config
 from search.front import COSTS, pareto_front, smallest_within
 from spaces import get_space
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_main
 
 COST_ATTRS = ("param_count", "forward_mflops", "latency_ms", "latency_ms_batch256", "latency_threads")
 
@@ -107,9 +107,10 @@ def is_dominated(trial, others, attr):
 def test_budgeted_search_prunes_over_budget_models_before_training_and_sets_constraints(tmp_path,
                                                                                        synthetic_root):
     url = f"sqlite:///{tmp_path / 'k.db'}"
-    result = run_cli("start", "--space", "cnn_beyond", "--study", "small", "--trials", "8", "--epochs", "1",
-                     "--max-params", "20000", "--threads", "1", "--storage", url, "--data-dir",
-                     str(synthetic_root), cwd=tmp_path)
+    # start through its `main` in this process; the worker below runs as a real process
+    result = run_main("start", "--space", "cnn_beyond", "--study", "small", "--trials", "8", "--epochs", "1",
+                      "--max-params", "20000", "--threads", "1", "--storage", url, "--data-dir",
+                      str(synthetic_root), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "--max-params 20000" in result.stdout
     study = optuna.load_study(study_name="small", storage=url)
@@ -144,9 +145,10 @@ def test_budgeted_search_prunes_over_budget_models_before_training_and_sets_cons
 @pytest.mark.slow
 def test_front_table_figure_and_pick_through_the_cli(tmp_path, synthetic_root):
     url = f"sqlite:///{tmp_path / 'k.db'}"
-    result = run_cli("start", "--space", "mlp_regularisation", "--trials", "6", "--epochs", "1",
-                     "--max-params", "300000", "--threads", "1", "--storage", url, "--data-dir",
-                     str(synthetic_root), cwd=tmp_path)
+    # the first `front` runs as a real process; the other commands through their `main` in this one
+    result = run_main("start", "--space", "mlp_regularisation", "--trials", "6", "--epochs", "1",
+                      "--max-params", "300000", "--threads", "1", "--storage", url, "--data-dir",
+                      str(synthetic_root), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="mlp_regularisation", storage=url)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
@@ -155,8 +157,9 @@ def test_front_table_figure_and_pick_through_the_cli(tmp_path, synthetic_root):
     for cost in ("params", "latency"):
         attr = COSTS[cost].attr
         png = tmp_path / f"front-{cost}.png"
-        result = run_cli("front", "--study", "mlp_regularisation", "--storage", url, "--cost", cost,
-                         "--within-points", "1", "-o", str(png), cwd=tmp_path)
+        run = run_cli if cost == "params" else run_main
+        result = run("front", "--study", "mlp_regularisation", "--storage", url, "--cost", cost,
+                     "--within-points", "1", "-o", str(png), cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert png.read_bytes().startswith(b"\x89PNG")
         on_front = {t.number for t in complete if not is_dominated(t, complete, attr)}
@@ -170,8 +173,8 @@ def test_front_table_figure_and_pick_through_the_cli(tmp_path, synthetic_root):
         assert f"--trial {cheapest.number}`" in result.stdout
 
         exported = tmp_path / f"pick-{cost}.json"
-        result = run_cli("export", "--study", "mlp_regularisation", "--storage", url, "--within-points", "1",
-                         "--cost", cost, "-o", str(exported), cwd=tmp_path)
+        result = run_main("export", "--study", "mlp_regularisation", "--storage", url, "--within-points", "1",
+                          "--cost", cost, "-o", str(exported), cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert json.loads(exported.read_text())["provenance"]["trial"] == cheapest.number
 

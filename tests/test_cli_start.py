@@ -1,4 +1,5 @@
-"""`kmnist-search start` as users run it: a real subprocess on a real SQLite file."""
+"""`kmnist-search start` as users run it: a real subprocess on a real SQLite file; where the
+subject is the search rather than the command line, the library call the command makes."""
 
 import optuna
 import pytest
@@ -6,7 +7,7 @@ import torch
 
 from search.study import FINISHED
 from spaces import get_space
-from tests.conftest import run_cli
+from tests.conftest import join_in_process, run_cli, start_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -16,9 +17,15 @@ def load(db, name="mlp_regularisation"):
 
 
 def start(tmp_path, root, trials, *extra, space="mlp_regularisation"):
-    return run_cli("start", "--space", space, "--trials", str(trials), "--epochs", "2",
+    return run_cli("start", "--space", space, "--trials", str(trials), "--epochs", "1",
                    "--storage", f"sqlite:///{tmp_path / 'k.db'}", "--data-dir", str(root), *extra,
                    cwd=tmp_path)
+
+
+def search(tmp_path, root, trials, **request):
+    outcome, said = start_in_process(f"sqlite:///{tmp_path / 'k.db'}", root, trials, 1, **request)
+    assert outcome.finished == trials
+    return said
 
 
 def test_replays_first_then_tops_up_to_the_total_then_does_nothing(tmp_path, synthetic_root):
@@ -47,20 +54,17 @@ def test_replays_first_then_tops_up_to_the_total_then_does_nothing(tmp_path, syn
 
 def test_an_interrupted_search_finishes_the_remainder(tmp_path, synthetic_root):
     # a documented trial left WAITING (as after an interruption) runs on the next start
-    first = start(tmp_path, synthetic_root, 2)
-    assert first.returncode == 0, first.stderr
+    search(tmp_path, synthetic_root, 2)
     study = load(tmp_path / "k.db")
     assert [t.state.name for t in study.trials[:3]] == ["COMPLETE", "COMPLETE", "WAITING"]
-    again = start(tmp_path, synthetic_root, 3)
-    assert again.returncode == 0, again.stderr
+    search(tmp_path, synthetic_root, 3)
     study = load(tmp_path / "k.db")
     assert len(study.get_trials(states=FINISHED)) == 3
     assert study.trials[2].user_attrs["documented_experiment"] == "000/Experiment 3"
 
 
 def test_no_replay_samples_from_the_first_trial(tmp_path, synthetic_root):
-    result = start(tmp_path, synthetic_root, 2, "--no-replay", "--pruner", "hyperband")
-    assert result.returncode == 0, result.stderr
+    search(tmp_path, synthetic_root, 2, replay=False, pruner="hyperband")
     assert all("documented_experiment" not in t.user_attrs for t in load(tmp_path / "k.db").trials)
 
 
@@ -68,7 +72,7 @@ def test_spaces_and_status_commands(tmp_path, synthetic_root):
     listing = run_cli("spaces", cwd=tmp_path)
     assert listing.returncode == 0
     assert "mlp_regularisation" in listing.stdout and "000/Experiment 3" in listing.stdout
-    assert start(tmp_path, synthetic_root, 1).returncode == 0
+    search(tmp_path, synthetic_root, 1)
     status = run_cli("status", "--storage", f"sqlite:///{tmp_path / 'k.db'}", cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     assert "study mlp_regularisation: 1 complete" in status.stdout
@@ -78,17 +82,14 @@ def test_spaces_and_status_commands(tmp_path, synthetic_root):
 
 
 def test_precision_is_recorded_on_the_study_and_workers_follow_it(tmp_path, synthetic_root):
-    first = start(tmp_path, synthetic_root, 1, "--no-replay", "--precision", "bf16")
-    assert first.returncode == 0, first.stderr
-    assert "on cpu in bf16" in first.stdout
+    said = search(tmp_path, synthetic_root, 1, replay=False, precision="bf16")
+    assert "on cpu in bf16" in said
     assert load(tmp_path / "k.db").user_attrs["search_settings"]["precision"] == "bf16"
     # neither a resumed start nor a joining worker names it: both keep the study's
-    again = start(tmp_path, synthetic_root, 2)
-    assert again.returncode == 0, again.stderr
-    worker = run_cli("worker", "--study", "mlp_regularisation", "--storage",
-                     f"sqlite:///{tmp_path / 'k.db'}", "--trials", "3", "--data-dir", str(synthetic_root),
-                     "--quiet", cwd=tmp_path)
-    assert worker.returncode == 0, worker.stderr
+    search(tmp_path, synthetic_root, 2)
+    joined, _ = join_in_process(f"sqlite:///{tmp_path / 'k.db'}", "mlp_regularisation", synthetic_root,
+                                trials=3)
+    assert joined.finished == 3
     study = load(tmp_path / "k.db")
     assert [t.user_attrs["precision"] for t in study.get_trials(states=FINISHED)] == ["bf16"] * 3
     assert study.user_attrs["search_settings"]["precision"] == "bf16"
@@ -97,8 +98,7 @@ def test_precision_is_recorded_on_the_study_and_workers_follow_it(tmp_path, synt
 def test_a_new_study_asks_for_auto_and_its_trials_say_what_it_resolved_to(tmp_path, synthetic_root):
     from objectives.training import resolve_precision
 
-    result = start(tmp_path, synthetic_root, 1, "--no-replay")
-    assert result.returncode == 0, result.stderr
+    search(tmp_path, synthetic_root, 1, replay=False)
     study = load(tmp_path / "k.db")
     assert study.user_attrs["search_settings"]["precision"] == "auto"
     expected = resolve_precision("auto", torch.device("cpu"))

@@ -25,7 +25,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search.study import FINISHED
-from tests.conftest import CLI, REPO, offline_env, run_cli
+from tests.conftest import CLI, REPO, offline_env, run_main
 
 pytestmark = pytest.mark.slow
 
@@ -184,8 +184,9 @@ def test_dashboard_shows_the_study_notes_and_artifacts_in_a_browser(tmp_path, sy
                         "pip install -e '.[test]'")
     db = tmp_path / "kmnist-search.db"
     url = f"sqlite:///{db}"
-    result = run_cli("start", "--space", SPACE, "--trials", "3", "--epochs", "2", "--storage", url,
-                     "--data-dir", str(synthetic_root), cwd=tmp_path)
+    # the search through `start`'s `main` in this process; the dashboards below are real processes
+    result = run_main("start", "--space", SPACE, "--trials", "3", "--epochs", "2", "--storage", url,
+                      "--data-dir", str(synthetic_root), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "kmnist-search-artifacts").is_dir()
     study = optuna.load_study(study_name=SPACE, storage=url)
@@ -287,10 +288,11 @@ def test_processes_opening_a_new_storage_together_all_succeed(tmp_path):
 
 def test_front_figure_is_attached_to_the_study_and_served_by_the_dashboard(tmp_path, synthetic_root):
     url = f"sqlite:///{tmp_path / 'k.db'}"
-    result = run_cli("start", "--space", SPACE, "--trials", "3", "--epochs", "1", "--max-params", "600000",
-                     "--storage", url, "--data-dir", str(synthetic_root), cwd=tmp_path)
+    # `start` and `front` through their `main` in this process; the dashboard is a real process
+    result = run_main("start", "--space", SPACE, "--trials", "3", "--epochs", "1", "--max-params", "600000",
+                      "--storage", url, "--data-dir", str(synthetic_root), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    result = run_cli("front", "--study", SPACE, "--storage", url, cwd=tmp_path)
+    result = run_main("front", "--study", SPACE, "--storage", url, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name=SPACE, storage=url)
     complete = len(study.get_trials(states=(TrialState.COMPLETE,)))

@@ -1,4 +1,5 @@
-"""search -> export -> retrain -> evaluate, as real subprocesses on tiny synthetic data."""
+"""search -> export -> retrain -> evaluate as real subprocesses on tiny synthetic data; the other
+cases of a command through its `main` in the test's process."""
 
 import json
 import signal
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from storage.configs import ConfigError, read_config, write_config
-from tests.conftest import CLI, default_sigint, offline_env, run_cli, searched_folder
+from tests.conftest import CLI, default_sigint, offline_env, run_cli, run_main, searched_folder
 
 pytestmark = pytest.mark.slow
 
@@ -20,13 +21,14 @@ def searched(tmp_path_factory, synthetic_root):
     return searched_folder(tmp_path_factory.mktemp("searched"), synthetic_root, 3, 3)
 
 
-def export(folder, *args):
-    return run_cli("export", "--study", "mlp_regularisation", "--storage", f"sqlite:///{folder / 'k.db'}",
-                   *args, cwd=folder)
+def export(folder, *args, run=run_main):
+    """`export` of the searched study; through its `main` in this process unless `run` says."""
+    return run("export", "--study", "mlp_regularisation", "--storage", f"sqlite:///{folder / 'k.db'}",
+               *args, cwd=folder)
 
 
 def test_search_export_retrain_evaluate(searched, synthetic_root):
-    exported = export(searched, "-o", "best.json", "--force")
+    exported = export(searched, "-o", "best.json", "--force", run=run_cli)
     assert exported.returncode == 0, exported.stderr
     config = json.loads((searched / "best.json").read_text())
     study = optuna.load_study(study_name="mlp_regularisation", storage=f"sqlite:///{searched / 'k.db'}")
@@ -99,26 +101,28 @@ def test_bad_export_and_retrain_inputs(tmp_path, searched):
     for config, fragment in (("missing.json", "not found"), ("broken.json", "not valid JSON"),
                              ("broken.yaml", "not valid YAML"), ("extra.json", "unknown keys colour"),
                              ("space.json", "unknown space 'nope'"), ("outside.json", "dropout=7")):
-        one_line_error(run_cli("retrain", str(tmp_path / config), cwd=tmp_path), fragment)
+        # the first through a real process, the others through the same `main` in this one
+        run = run_cli if config == "missing.json" else run_main
+        one_line_error(run("retrain", str(tmp_path / config), cwd=tmp_path), fragment)
 
     (tmp_path / "keep.json").write_text("precious")
-    one_line_error(export(searched, "-o", str(tmp_path / "keep.json")), "pass --force")
+    one_line_error(export(searched, "-o", str(tmp_path / "keep.json"), run=run_cli), "pass --force")
     assert (tmp_path / "keep.json").read_text() == "precious"
     one_line_error(export(searched, "-o", str(tmp_path / "no" / "dir" / "x.json")), "does not exist")
     one_line_error(export(searched, "--trial", "999", "-o", str(tmp_path / "t.json")), "no trial 999")
 
     empty_db = tmp_path / "empty.db"
-    run = run_cli("start", "--space", "mlp_regularisation", "--trials", "1", "--storage",
-                  f"sqlite:///{empty_db}", "--data-dir", str(tmp_path / "nodata"), cwd=tmp_path)
+    run = run_main("start", "--space", "mlp_regularisation", "--trials", "1", "--storage",
+                   f"sqlite:///{empty_db}", "--data-dir", str(tmp_path / "nodata"), cwd=tmp_path)
     assert run.returncode != 0  # no data: no study is created
     optuna.create_study(study_name="mlp_regularisation", storage=f"sqlite:///{empty_db}")
-    one_line_error(run_cli("export", "--study", "mlp_regularisation", "--storage", f"sqlite:///{empty_db}",
-                           cwd=tmp_path), "no completed trial")
+    one_line_error(run_main("export", "--study", "mlp_regularisation", "--storage", f"sqlite:///{empty_db}",
+                            cwd=tmp_path), "no completed trial")
 
     (tmp_path / "runs" / "done").mkdir(parents=True)
     (tmp_path / "runs" / "done" / "metrics.json").write_text("{}")
-    one_line_error(run_cli("retrain", str(searched / "good.json"), "-o", str(tmp_path / "runs" / "done"),
-                           cwd=tmp_path), "already holds a retrained run")
+    one_line_error(run_main("retrain", str(searched / "good.json"), "-o", str(tmp_path / "runs" / "done"),
+                            cwd=tmp_path), "already holds a retrained run")
     assert (tmp_path / "runs" / "done" / "metrics.json").read_text() == "{}"
 
 

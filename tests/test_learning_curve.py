@@ -12,7 +12,7 @@ from search.learning_curve.fit import Curve, CurveFitError, extrapolate, fit_cur
 from search.learning_curve.runs import CurveRun, enqueue_run
 from spaces.documented import R002_EXP1, R002_EXP2, R002_EXP3
 from spaces.mlp_regularisation import MLP_REGULARISATION
-from tests.conftest import make_synthetic_root, run_cli
+from tests.conftest import make_synthetic_root, run_cli, run_main
 
 TRUE = Curve(e_inf=0.06, b=0.25, c=0.45)  # about a KMNIST MLP: 61% at 500 images, 80% at 5,842
 SIZES = [500, 750, 1000, 1500, 2000, 3000, 4000, 5842]
@@ -159,8 +159,8 @@ def test_replay_learning_curve_on_synthetic_data_resumes_and_refuses_other_setti
     # one more seed trains only that seed's runs, one of them queued by an interrupted audit
     queued = optuna.load_study(study_name="curve-mlp_regularisation-kmnist", storage=db)
     enqueue_run(queued, MLP_REGULARISATION, R002_EXP1, 40, 2)
-    again = run_cli(*command[:command.index("--curve-seeds") + 1], "3",
-                    *command[command.index("--curve-seeds") + 2:], cwd=tmp_path)
+    again = run_main(*command[:command.index("--curve-seeds") + 1], "3",  # `main` in this process
+                     *command[command.index("--curve-seeds") + 2:], cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert len(curve_trials(db)) == 45
     assert {t.state for t in curve_trials(db)} == {optuna.trial.TrialState.COMPLETE}

@@ -9,7 +9,7 @@ import pytest
 
 from search.reevaluate import PICK_ATTR, Reevaluation, fold_splits, pick_by_mean, stored_pick, stored_result
 from storage.optuna_private import get_note_from_system_attrs
-from tests.conftest import run_cli, searched_folder
+from tests.conftest import run_cli, run_main, searched_folder
 
 
 def result(trial, validation, folds):
@@ -70,21 +70,22 @@ def test_reevaluate_records_the_pick_and_export_and_status_use_it(tmp_path, synt
         assert "## Re-evaluated" in get_note_from_system_attrs(notes, trial._trial_id)["body"]
     assert f"re-evaluated pick: trial {pick['trial']}" in result.stdout
 
-    status = run_cli("status", "--storage", url, cwd=folder)
+    # the other commands through their `main` in this process: their own processes are tested elsewhere
+    status = run_main("status", "--storage", url, cwd=folder)
     assert f"re-evaluated pick: trial {pick['trial']}" in status.stdout
-    exported = run_cli("export", "--study", "mlp_regularisation", "--storage", url, "-o", "best.json",
-                       cwd=folder)
+    exported = run_main("export", "--study", "mlp_regularisation", "--storage", url, "-o", "best.json",
+                        cwd=folder)
     assert exported.returncode == 0, exported.stderr
     assert json.loads((folder / "best.json").read_text())["provenance"]["trial"] == pick["trial"]
 
-    again = run_cli("reevaluate", "--study", "mlp_regularisation", "--storage", url, "--top", "2",
-                    "--folds", "2", "--data-dir", str(synthetic_root), cwd=folder)
+    again = run_main("reevaluate", "--study", "mlp_regularisation", "--storage", url, "--top", "2",
+                     "--folds", "2", "--data-dir", str(synthetic_root), cwd=folder)
     assert again.returncode == 0, again.stderr
     assert "over folds (validation split" not in again.stdout  # stored results reused, nothing retrained
     assert optuna.load_study(study_name="mlp_regularisation", storage=url).user_attrs[PICK_ATTR] == pick
 
     study.set_user_attr(PICK_ATTR, {"trial": "../x", "mean": 2})  # a forged pick is ignored
     assert stored_pick(study) is None
-    exported = run_cli("export", "--study", "mlp_regularisation", "--storage", url, "-o", "best2.json",
-                       cwd=folder)
+    exported = run_main("export", "--study", "mlp_regularisation", "--storage", url, "-o", "best2.json",
+                        cwd=folder)
     assert json.loads((folder / "best2.json").read_text())["provenance"]["trial"] == study.best_trial.number

@@ -25,6 +25,7 @@ from tests.conftest import (
     default_sigint,
     offline_env,
     run_cli,
+    run_main,
     searched_folder,
     unfolded,
 )
@@ -90,11 +91,11 @@ def one_line(result) -> str:
 @pytest.fixture(scope="module")
 def retrained(tmp_path_factory, synthetic_root):
     folder = searched_folder(tmp_path_factory.mktemp("safe"), synthetic_root, 2, 2)
-    exported = run_cli("export", "--study", "mlp_regularisation", "--storage",
+    exported = run_main("export", "--study", "mlp_regularisation", "--storage",
                        f"sqlite:///{folder / 'k.db'}", "-o", "best.json", cwd=folder)
     assert exported.returncode == 0, exported.stderr
-    result = run_cli("retrain", "best.json", "--seeds", "1", "--out", "runs/good", "--data-dir",
-                     str(synthetic_root), cwd=folder)
+    result = run_main("retrain", "best.json", "--seeds", "1", "--out", "runs/good", "--data-dir",
+                      str(synthetic_root), cwd=folder)
     assert result.returncode == 0, result.stderr
     return folder
 
@@ -151,7 +152,9 @@ def test_evaluate_refuses_bad_model_files_with_one_line(retrained, tmp_path, dam
     make_bad, fragment = BAD_MODEL_FILES[damage]
     make_bad(run / "model.safetensors", marker)
     before = folder_digest(run)
-    result = run_cli("evaluate", str(run), cwd=retrained)
+    # the pickle through a real process; the others through the same `main` in this one
+    evaluate = run_cli if damage == "pickle named .safetensors" else run_main
+    result = evaluate("evaluate", str(run), cwd=retrained)
     assert result.returncode == 2
     line = one_line(result)
     assert str(run / "model.safetensors") in line and fragment in line and "kmnist-search retrain" in line
@@ -166,7 +169,7 @@ def test_evaluate_refuses_a_model_pt_of_the_old_layout_without_loading_it(retrai
     marker = tmp_path / "code-ran"
     write_payload(run / "model.pt", marker)
     before = folder_digest(run)
-    result = run_cli("evaluate", str(run), cwd=retrained)
+    result = run_main("evaluate", str(run), cwd=retrained)
     assert result.returncode == 2
     line = one_line(result)
     assert "model.pt predates the safe model format" in line and "kmnist-search retrain" in line
@@ -181,15 +184,15 @@ def test_retrain_over_an_old_run_never_loads_nor_deletes_its_files_and_names_the
     write_payload(run / "model.pt", marker)
     write_payload(run / "models" / "seed-0.pt", marker)
     (run / "metrics.json").write_text("{}")
-    result = run_cli("retrain", "best.json", "--seeds", "1", "--out", "runs/old", "--force",
-                     "--data-dir", str(synthetic_root), cwd=retrained)
+    result = run_main("retrain", "best.json", "--seeds", "1", "--out", "runs/old", "--force",
+                      "--data-dir", str(synthetic_root), cwd=retrained)
     assert result.returncode == 0, result.stderr
     assert not marker.exists()
     # files the product cannot prove it wrote are named for the user, never deleted
     assert (run / "model.pt").exists() and (run / "models" / "seed-0.pt").exists()
     assert f"note: {Path('runs/old/model.pt')} is a torch.save file" in result.stdout
     assert f"note: {Path('runs/old/models/seed-0.pt')} is a torch.save file" in result.stdout
-    evaluated = run_cli("evaluate", "runs/old", "--data-dir", str(synthetic_root), cwd=retrained)
+    evaluated = run_main("evaluate", "runs/old", "--data-dir", str(synthetic_root), cwd=retrained)
     assert evaluated.returncode == 0 and "matches" in evaluated.stdout  # the new file, bit for bit
 
 
@@ -198,7 +201,7 @@ def test_a_resumed_trial_refuses_unsafe_checkpoints_and_restarts_from_epoch_0(tm
     folder, url = tmp_path, f"sqlite:///{tmp_path / 'k.db'}"
     common = ["--space", "mlp_regularisation", "--epochs", "2", "--no-replay", "--storage", url,
               "--data-dir", str(synthetic_root)]
-    assert run_cli("start", "--trials", "1", *common, cwd=folder).returncode == 0
+    assert run_main("start", "--trials", "1", *common, cwd=folder).returncode == 0
     storage = open_storage(url)
     study = optuna.load_study(study_name="mlp_regularisation", storage=storage)
     done = study.trials[0]
@@ -212,7 +215,7 @@ def test_a_resumed_trial_refuses_unsafe_checkpoints_and_restarts_from_epoch_0(tm
     marker = tmp_path / "code-ran"
     write_payload(checkpoints / f"trial-{first}.pt", marker)  # the old layout's file name
     write_payload(checkpoints / f"trial-{second}.safetensors", marker)  # a payload under the new name
-    result = run_cli("start", "--trials", "3", *common, cwd=folder)
+    result = run_main("start", "--trials", "3", *common, cwd=folder)
     assert result.returncode == 0, result.stderr
     assert not marker.exists()
     assert "2 interrupted trials resumed" in unfolded(result.stdout)
