@@ -244,12 +244,18 @@ def wait_for_proxy(port: int, process: subprocess.Popen, timeout: float = 60) ->
     raise RuntimeError("the proxy did not start")
 
 
+def default_sigint() -> None:
+    """In the proxy's process before exec: it is stopped with SIGINT, which a run started in
+    the background (`... &`) would otherwise pass on to it as ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_proxy(db_url: str, folder: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     log = open(folder / "proxy.log", "w")  # noqa: SIM115 (closed with the process)
     proxy = subprocess.Popen([str(CLI), "proxy", "--storage", db_url, "--port", str(port), "--grace-period",
                               str(GRACE_S), "--check-every", str(CHECK_EVERY_S)], stdout=log,
-                             stderr=subprocess.STDOUT)
+                             stderr=subprocess.STDOUT, preexec_fn=default_sigint)
     atexit.register(proxy.kill)  # should the orchestrator fail (a no-op once it has ended)
     wait_for_proxy(port, proxy)
     return proxy, port

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from search.study import run_until
 from storage.resilient import is_connection_error, open_resilient_storage
-from tests.conftest import CLI, REPO, offline_env
+from tests.conftest import CLI, REPO, default_sigint, offline_env
 from tests.pg_server import free_port
 
 pytestmark = pytest.mark.slow
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 def start_proxy(database_url, port, log):
     proxy = subprocess.Popen([str(CLI), "proxy", "--storage", database_url, "--port", str(port),
                               "--check-every", "1", "--grace-period", "3"], env=offline_env(),
-                             stdout=log, stderr=subprocess.STDOUT, text=True)
+                             stdout=log, stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint)
     deadline = time.time() + 60
     while time.time() < deadline:
         assert proxy.poll() is None, "the proxy exited"
@@ -134,7 +134,7 @@ def proxy_stderr(database_url, host):
     port = free_port()
     proxy = subprocess.Popen([str(CLI), "proxy", "--storage", database_url, "--host", host, "--port",
                               str(port)], env=offline_env(), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     try:
         deadline = time.time() + 60
         while time.time() < deadline:
