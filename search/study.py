@@ -165,37 +165,33 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, space: SearchSpa
     return study
 
 
+def _enqueue_missing(study: optuna.Study, attr: str, entries: Sequence[tuple[str, dict, dict]],
+                     lock: AbstractContextManager | None) -> int:
+    """Enqueue each (key, params, user_attrs) whose key no trial holds in user attribute `attr`;
+    `lock` (storage.urls.storage_lock) makes check-then-enqueue atomic across workers."""
+    with lock or nullcontext():
+        present = {t.user_attrs.get(attr) for t in study.get_trials(deepcopy=False)}
+        new = [(params, attrs) for key, params, attrs in entries if key not in present]
+        for params, attrs in new:
+            study.enqueue_trial(params, user_attrs=attrs)
+    return len(new)
+
+
 def enqueue_documented(study: optuna.Study, space: SearchSpace,
                        experiments: Sequence[DocumentedExperiment] | None = None,
                        lock: AbstractContextManager | None = None) -> int:
-    """Enqueue each documented experiment not yet in the study; returns how many were added.
-
-    `lock` (storage.urls.storage_lock) makes check-then-enqueue atomic across workers.
-    """
-    with lock or nullcontext():
-        present = {t.user_attrs.get("documented_experiment") for t in study.get_trials(deepcopy=False)}
-        added = 0
-        for experiment in space.experiments if experiments is None else experiments:
-            if experiment.key in present:
-                continue
-            study.enqueue_trial(space.trial_params(experiment.config),
-                                user_attrs=experiment.trial_attrs())
-            added += 1
-    return added
+    """Enqueue each documented experiment not yet in the study; returns how many were added."""
+    chosen = space.experiments if experiments is None else experiments
+    return _enqueue_missing(study, "documented_experiment", [
+        (e.key, space.trial_params(e.config), e.trial_attrs()) for e in chosen], lock)
 
 
 def enqueue_recipes(study: optuna.Study, space: SearchSpace,
                     lock: AbstractContextManager | None = None) -> int:
     """Enqueue each of the space's recipes not yet in the study (after the documented
     experiments, so replays still run first); returns how many were added."""
-    with lock or nullcontext():
-        present = {t.user_attrs.get(RECIPE) for t in study.get_trials(deepcopy=False)}
-        added = 0
-        for recipe in space.recipes:
-            if recipe.name not in present:
-                study.enqueue_trial(space.trial_params(recipe.config), user_attrs=recipe.trial_attrs())
-                added += 1
-    return added
+    return _enqueue_missing(study, RECIPE, [
+        (r.name, space.trial_params(r.config), r.trial_attrs()) for r in space.recipes], lock)
 
 
 def queued_documented(study: optuna.Study) -> int:
