@@ -262,15 +262,31 @@ def start_proxy(db_url: str, folder: Path) -> tuple[subprocess.Popen, int]:
 
 
 def workers_mid_trial(poll: sqlalchemy.engine.Connection, alive: set[int]) -> list[int]:
-    """PIDs of workers inside the stand-in after its first epoch with two still to sleep, so
-    that a SIGKILL now lands inside a trial with a checkpoint even when the machine is so
-    loaded that the kill comes a whole epoch after this query."""
+    """PIDs of workers inside a trial of the stand-in that has a checkpoint (one epoch or more
+    reported) and an epoch still to run, and that the stand-in has not itself failed."""
     rows = poll.execute(sqlalchemy.text(
         "SELECT a.value_json, "
-        "(SELECT count(*) FROM trial_intermediate_values v WHERE v.trial_id = t.trial_id) "
+        "(SELECT count(*) FROM trial_intermediate_values v WHERE v.trial_id = t.trial_id), "
+        "(SELECT count(*) FROM trial_user_attributes f WHERE f.trial_id = t.trial_id "
+        " AND f.key = 'stand_in_failure') "
         "FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
         "WHERE t.state = 'RUNNING' AND a.key = 'worker_pid'")).all()
-    return [int(pid) for pid, epochs in rows if int(pid) in alive and 1 <= epochs < EPOCHS - 1]
+    return [int(pid) for pid, epochs, failing in rows
+            if int(pid) in alive and 1 <= epochs < EPOCHS and not failing]
+
+
+def kill_mid_trial(poll: sqlalchemy.engine.Connection, pid: int) -> bool:
+    """SIGKILL worker `pid` only while it is inside a trial. The worker is frozen first and its
+    state read again once its last request has landed: between the first query and the kill a
+    loaded machine could let the trial end (pruned, say), and the kill would hit no trial."""
+    os.kill(pid, signal.SIGSTOP)
+    time.sleep(0.3)  # a request already sent (through the proxy, say) is written meanwhile
+    poll.commit()  # a fresh snapshot
+    if pid in workers_mid_trial(poll, {pid}):
+        os.kill(pid, signal.SIGKILL)
+        return True
+    os.kill(pid, signal.SIGCONT)
+    return False
 
 
 def finished_now(poll: sqlalchemy.engine.Connection) -> int:
@@ -317,9 +333,9 @@ def run_configuration(server, config: Configuration, template: str, run_name: st
             if finished_now(poll) >= kill_at:
                 alive = {pid for pid, p in workers.items() if p.is_alive()} - set(killed)
                 for pid in workers_mid_trial(poll, alive)[:to_kill - len(killed)]:
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                    kill_times[pid] = time.time()
+                    if kill_mid_trial(poll, pid):
+                        killed.append(pid)
+                        kill_times[pid] = time.time()
                 if killed and steady_from is None:  # every worker has joined: steady state from here
                     steady_from = (cpu_seconds(proxy.pid) if proxy else None, finished_now(poll))
                     killed_at = killed_at or time.perf_counter() - started
