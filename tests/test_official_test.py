@@ -2,6 +2,7 @@
 runs it plans, and one smoke of the real pipeline on synthetic data."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -142,10 +143,7 @@ def test_smoke_of_the_real_pipeline_writes_official_test_accuracies(tmp_path: Pa
 
 def test_the_committed_tables_rebuild_from_the_committed_run_files(tmp_path: Path) -> None:
     committed = REPO / "benchmarks" / "results"
-    runs = tmp_path / "official_test" / "runs"
-    runs.mkdir(parents=True)
-    for path in (committed / "official_test" / "runs").glob("*.json"):
-        (runs / path.name).write_bytes(path.read_bytes())
+    shutil.copytree(committed / "official_test" / "runs", tmp_path / "official_test" / "runs")
     rebuilt = official_test.write_analysis(tmp_path / "official_test")
     assert json.loads(rebuilt.read_text()) == json.loads((committed / "official_test.json").read_text())
     assert rebuilt.with_suffix(".md").read_text() == (committed / "official_test.md").read_text()
