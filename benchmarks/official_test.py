@@ -9,6 +9,9 @@ images) through the real command line: `kmnist-search start` -> `export` -> `ret
 - `optuna_example`: Optuna's PyTorch example (pytorch_simple.py, as in search_arms.py) given
   the same budget, its best trial retrained on all 7,011 images for its 10 epochs;
 - `knn`: 4-nearest neighbours on raw pixels (scikit-learn, distance-weighted);
+- `pick` (the spaces in PICK_SPACES): the search arm, and then `kmnist-search reevaluate` on
+  the same study; both the single best trial and the re-evaluated pick are retrained and
+  tested, so each search seed gives a paired comparison;
 - the published full-60k numbers of the KMNIST authors, as reference lines.
 
     .venv/bin/python benchmarks/official_test.py                   # every missing run, then analysis
@@ -52,8 +55,12 @@ DATASET = "kmnist"
 # the search budget of one run, by model family: CNN trials take minutes, MLP trials seconds
 BUDGET_MINUTES = {"mlp": 15.0, "cnn": 45.0}
 SPACES = ("mlp_regularisation", "mlp_architecture", "cnn_regularisation", "mlp_beyond", "cnn_beyond")
-ARMS = ("search", "documented", "optuna_example", "knn")
-SEEDS = {"search": (0, 1, 2), "documented": (0, 1, 2), "optuna_example": (0, 1), "knn": (0,)}
+ARMS = ("search", "documented", "optuna_example", "knn", "pick")
+SEEDS = {"search": (0, 1, 2), "documented": (0, 1, 2), "optuna_example": (0, 1), "knn": (0,),
+         "pick": (0, 1, 2, 3, 4)}
+# the pick comparison runs where a search gives many close trials and re-evaluation is cheap
+PICK_SPACES = ("mlp_regularisation",)
+PICK_TOP, PICK_FOLDS = 5, 3
 PARALLEL = 2
 KNN_NEIGHBOURS = 4
 # the KMNIST authors' table (Clanuwat et al. 2018, github.com/rois-codh/kmnist), all 60,000 images
@@ -85,6 +92,8 @@ def planned(spaces: list[str], arms: list[str], seeds: list[int] | None,
     jobs: dict[str, dict[str, Any]] = {}
     for arm in arms:
         for space in spaces:
+            if arm == "pick" and space not in PICK_SPACES:
+                continue
             budget = minutes if minutes is not None else BUDGET_MINUTES[family(space)]
             for seed in seeds if seeds is not None and arm != "knn" else SEEDS[arm]:
                 name = run_name(space, arm, seed, budget)
@@ -102,6 +111,9 @@ def estimate_minutes(parallel: int = PARALLEL) -> float:
         work += len(SEEDS["documented"]) * (DOCUMENTED_MINUTES[f] + RETRAIN_MINUTES[f])
     for minutes in set(BUDGET_MINUTES.values()):
         work += len(SEEDS["optuna_example"]) * (minutes + RETRAIN_MINUTES["mlp"])
+    for space in PICK_SPACES:  # re-evaluation: top x folds trainings of about a retrain each
+        f = family(space)
+        work += len(SEEDS["pick"]) * (BUDGET_MINUTES[f] + (2 + PICK_TOP * PICK_FOLDS) * RETRAIN_MINUTES[f])
     return work / parallel
 
 
@@ -137,11 +149,11 @@ def cli(*args: str, log: Path) -> float:
     return round(time.perf_counter() - started, 1)
 
 
-def retrain(config_file: Path, data_dir: Path, work: Path, log: Path) -> tuple[dict[str, Any], float]:
-    """`kmnist-search retrain` on all training images of data_dir; its metrics and seconds."""
+def retrain(config_file: Path, data_dir: Path, out: Path, log: Path) -> tuple[dict[str, Any], float]:
+    """`kmnist-search retrain` on all training images of data_dir into `out`; its metrics and seconds."""
     seconds = cli("retrain", str(config_file), "--seeds", "1", "--data-dir", str(data_dir), "--device", "cpu",
-                  "--threads", "1", output_flag("retrain"), str(work / "retrained"), log=log)
-    return json.loads((work / "retrained" / "metrics.json").read_text()), seconds
+                  "--threads", "1", output_flag("retrain"), str(out), log=log)
+    return json.loads((out / "metrics.json").read_text()), seconds
 
 
 def chosen_trial(config: dict[str, Any]) -> dict[str, Any]:
@@ -172,7 +184,7 @@ def search_run(space: str, seed: int, minutes: float, epochs: int | None, data_d
     config_file = work / "best.json"
     seconds["export"] = cli("export", "--study", space, "--storage", storage, "-o", str(config_file), log=log)
     config = json.loads(config_file.read_text())
-    metrics, seconds["retrain"] = retrain(config_file, data_dir, work, log)
+    metrics, seconds["retrain"] = retrain(config_file, data_dir, work / "retrained", log)
     return {"label": f"kmnist-search start ({minutes:g} min) -> export -> retrain",
             "budget_minutes": minutes, "trials": trial_counts(storage, space),
             "chosen": chosen_trial(config), "seconds": seconds, **test_result(metrics)}
@@ -210,12 +222,57 @@ def documented_run(space: str, seed: int, epochs: int | None, data_dir: Path, wo
     config = json.loads(config_file.read_text())
     config["seed"] = seed  # replay records no search seed; the retrain takes the run's
     config_file.write_text(json.dumps(config, indent=2) + "\n")
-    metrics, seconds["retrain"] = retrain(config_file, data_dir, work, log)
+    metrics, seconds["retrain"] = retrain(config_file, data_dir, work / "retrained", log)
     return {"label": f"documented {experiment.key}, replayed -> export -> retrain",
             "experiment": experiment.key, "documented_dataset": experiment.dataset,
             "claimed_test_accuracy": experiment.claim("test_accuracy"),
             "documented_epochs": experiment.epochs, "replayed_epochs": len(trial.intermediate_values),
             "chosen": chosen_trial(config), "seconds": seconds, **test_result(metrics)}
+
+
+def pick_run(space: str, seed: int, minutes: float, epochs: int | None, data_dir: Path,
+             work: Path) -> dict[str, Any]:
+    """The search arm, then `reevaluate` on its study: the single best trial and the
+    re-evaluated pick, each retrained and tested (once, when they are the same trial)."""
+    import optuna
+
+    from search.reevaluate import RESULT_PREFIX, stored_pick
+
+    single = search_run(space, seed, minutes, epochs, data_dir, work)
+    log, storage = work / "log.txt", f"sqlite:///{work}/study.db"
+    seconds = {"reevaluate": cli("reevaluate", "--study", space, "--storage", storage, "--top", str(PICK_TOP),
+                                 "--folds", str(PICK_FOLDS), "--data-dir", str(data_dir), "--device", "cpu",
+                                 "--threads", "1", log=log)}
+    study = optuna.load_study(study_name=space, storage=storage)
+    pick = stored_pick(study)
+    if pick is None:
+        raise RuntimeError("reevaluate recorded no pick")
+    folds = {int(key.removeprefix(RESULT_PREFIX)): value for key, value in study.user_attrs.items()
+             if key.startswith(RESULT_PREFIX)}
+    if pick["trial"] == single["chosen"]["trial"]:
+        picked = {"chosen": single["chosen"], "official_test_accuracy": single["official_test_accuracy"]}
+    else:
+        config_file = work / "pick.json"
+        seconds["export"] = cli("export", "--study", space, "--storage", storage, "-o", str(config_file),
+                                log=log)
+        config = json.loads(config_file.read_text())
+        exported = config["provenance"]["trial"]
+        if exported != pick["trial"]:
+            raise RuntimeError(f"export gave trial {exported}, not the pick {pick['trial']}")
+        metrics, seconds["retrain"] = retrain(config_file, data_dir, work / "retrained-pick", log)
+        picked = {"chosen": chosen_trial(config), **test_result(metrics)}
+    return {"label": f"kmnist-search start ({minutes:g} min) -> reevaluate --top {PICK_TOP} --folds "
+                     f"{PICK_FOLDS} -> export -> retrain, against the single best trial",
+            "budget_minutes": minutes, "trials": single["trials"], "top": PICK_TOP, "folds": PICK_FOLDS,
+            "same_trial": pick["trial"] == single["chosen"]["trial"],
+            "single_best": {k: single[k] for k in ("chosen", "official_test_accuracy", "seconds")},
+            "reevaluated": {**picked, "fold_mean": pick["mean"], "fold_std": pick["std"]},
+            "reevaluations": [{"trial": t, "validation_accuracy": v["validation_accuracy"], "mean": v["mean"],
+                               "std": v["std"], "epochs": v["epochs"], "seconds": v["seconds"]}
+                              for t, v in sorted(folds.items())],
+            "reevaluation_training_seconds": pick["seconds"], "seconds": seconds,
+            # the pick is what this arm hands over
+            "official_test_accuracy": picked["official_test_accuracy"], "test_images": single["test_images"]}
 
 
 def test_result(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -309,6 +366,8 @@ def run_job(job: dict[str, Any], epochs: int | None, data_dir: Path, out: Path) 
             result = documented_run(job["space"], job["seed"], epochs, data_dir, work)
         elif job["arm"] == "optuna_example":
             result = example_run(job["seed"], job["minutes"], data_dir, work)
+        elif job["arm"] == "pick":
+            result = pick_run(job["space"], job["seed"], job["minutes"], epochs, data_dir, work)
         else:
             result = knn_run(data_dir)
     payload = {"space": job["space"], "arm": job["arm"], "seed": job["seed"], "epochs_cap": epochs,
@@ -359,6 +418,11 @@ def analyse(runs: list[dict[str, Any]], minutes: float | None = None,
                                 **summarise(documented, SEEDS["documented"])},
                  "optuna_example": {"label": f"Optuna's PyTorch example ({budget:g} min) -> retrain",
                                     **summarise(example, SEEDS["optuna_example"])}}
+        if space in PICK_SPACES:
+            picks = matching("pick", space=space, budget_minutes=budget)
+            entry["pick"] = {"label": f"kmnist-search start ({budget:g} min) -> reevaluate (top {PICK_TOP}, "
+                                      f"{PICK_FOLDS} folds) -> export -> retrain",
+                             **summarise(picks, SEEDS["pick"]), "paired": paired_picks(picks)}
         results["spaces"][space] = entry
     knn = matching("knn")
     results["knn"] = {"label": f"{KNN_NEIGHBOURS}-NN on raw pixels (scikit-learn, distance-weighted)",
@@ -368,15 +432,49 @@ def analyse(runs: list[dict[str, Any]], minutes: float | None = None,
     budgets = {space: row["budget_minutes"] for space, row in results["spaces"].items()}
     results["left_out_other_budgets"] = sorted(
         run_name(r["space"], r["arm"], r["seed"], r["budget_minutes"]) for r in runs
-        if (r["arm"] == "search" and r["budget_minutes"] != budgets.get(r["space"]))
+        if (r["arm"] in ("search", "pick") and r["budget_minutes"] != budgets.get(r["space"]))
         or (r["arm"] == "optuna_example" and r["budget_minutes"] not in budgets.values()))
     missing = {run_name(space, arm, s, row["budget_minutes"]) for space, row in results["spaces"].items()
-               for arm in ("search", "documented", "optuna_example") for s in row[arm]["missing_seeds"]}
+               for arm in ("search", "documented", "optuna_example", "pick") if arm in row
+               for s in row[arm]["missing_seeds"]}
     results["missing"] = sorted(missing) + [f"knn-seed-{s}" for s in results["knn"]["missing_seeds"]]
     results["machines"] = distinct([{k: r["machine"].get(k) for k in (
         "cpu_model", "cpu_family_model_stepping", "cpu_flags_of_interest", "logical_cores")} for r in runs])
     results["versions"] = distinct([r["versions"] for r in runs])
     return results
+
+
+def paired_picks(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The re-evaluated pick against the single best trial of the same search, seed by seed:
+    the difference in official test accuracy (pick - best) with a 95 % paired t interval over
+    seeds, and the spread of each across seeds."""
+    from scipy import stats
+
+    seeds = [{"seed": r["seed"], "same_trial": r["same_trial"],
+              "single_best": {"trial": r["single_best"]["chosen"]["trial"],
+                              "validation_accuracy": r["single_best"]["chosen"]["validation_accuracy"],
+                              "official_test_accuracy": r["single_best"]["official_test_accuracy"]},
+              "reevaluated": {"trial": r["reevaluated"]["chosen"]["trial"],
+                              "fold_mean": r["reevaluated"]["fold_mean"],
+                              "official_test_accuracy": r["reevaluated"]["official_test_accuracy"]},
+              "difference": (r["reevaluated"]["official_test_accuracy"]
+                             - r["single_best"]["official_test_accuracy"]),
+              "reevaluation_seconds": r["reevaluation_training_seconds"]}
+             for r in sorted(runs, key=lambda r: r["seed"])]
+    differences = [s["difference"] for s in seeds]
+    result: dict[str, Any] = {"seeds": seeds, "same_trial": sum(s["same_trial"] for s in seeds)}
+    if len(seeds) < 2:
+        return result
+    mean, sd = statistics.fmean(differences), statistics.stdev(differences)
+    half = float(stats.t.ppf(0.975, len(seeds) - 1)) * sd / len(seeds) ** 0.5
+    result.update(
+        difference={"mean": mean, "min": min(differences), "max": max(differences),
+                    "ci95": [mean - half, mean + half]},
+        detectably_worse=mean + half < 0,
+        spread={arm: statistics.stdev(s[arm]["official_test_accuracy"] for s in seeds)
+                for arm in ("single_best", "reevaluated")},
+        reevaluation_minutes_median=statistics.median(s["reevaluation_seconds"] for s in seeds) / 60)
+    return result
 
 
 def distinct(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -416,6 +514,10 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                   f"replay + retrain ({epochs} epochs)"),
                  (f"`{space}`: Optuna's PyTorch example -> retrain", _cell(entry["optuna_example"]),
                   _seeds(entry["optuna_example"]), budget)]
+        if "pick" in entry:
+            rows.append((f"`{space}`: kmnist-search start -> reevaluate -> export -> retrain",
+                         _cell(entry["pick"]), _seeds(entry["pick"]),
+                         f"{budget}, top {PICK_TOP} re-evaluated on {PICK_FOLDS} folds"))
     knn = results["knn"]
     seconds = f"fit + predict {knn['seconds'][0]:g} s" if knn["seconds"] else "-"
     rows.append((f"{KNN_NEIGHBOURS}-NN on raw pixels, 7,011 images", _cell(knn), _seeds(knn), seconds))
@@ -430,6 +532,9 @@ def markdown(results: dict[str, Any]) -> str:
              "seeds: run/planned. One torch thread per run.", "",
              "| what | official test accuracy | seeds | budget |", "|---|---|---|---|"]
     lines += [f"| {' | '.join(row)} |" for row in table_rows(results)]
+    for space, entry in results["spaces"].items():
+        if "pick" in entry and entry["pick"]["paired"]["seeds"]:
+            lines += ["", *pick_table(space, entry["budget_minutes"], entry["pick"]["paired"])]
     if results["missing"]:
         lines += ["", f"Not run yet ({len(results['missing'])}): " + ", ".join(results["missing"]) + "."]
     machines = "; ".join(f"{m['cpu_model']} (family {m['cpu_family_model_stepping'][0]}, model "
@@ -442,6 +547,34 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pick_table(space: str, budget: float, paired: dict[str, Any]) -> list[str]:
+    """The paired comparison of the re-evaluated pick with the single best trial, seed by seed."""
+    lines = [f"The re-evaluated pick against the single best trial of the same `{space}` search "
+             f"({budget:g} min; the top {PICK_TOP} trials by validation accuracy, each trained on "
+             f"{PICK_FOLDS} stratified folds of the training images, picked by the mean): official test "
+             "accuracy (%).", "",
+             "| seed | single best: trial (validation) | test | pick: trial (mean over folds) | test | "
+             "pick - best (points) |", "|---|---|---|---|---|---|"]
+    for s in paired["seeds"]:
+        best, pick = s["single_best"], s["reevaluated"]
+        lines.append(f"| {s['seed']} | {best['trial']} ({_pct(best['validation_accuracy'])}) | "
+                     f"{_pct(best['official_test_accuracy'])} | "
+                     f"{pick['trial']} ({_pct(pick['fold_mean'])}) | "
+                     f"{_pct(pick['official_test_accuracy'])} | {100 * s['difference']:+.2f} |")
+    if "difference" in paired:
+        d = paired["difference"]
+        lines += ["", f"Pick - best over {len(paired['seeds'])} seeds: mean {100 * d['mean']:+.2f} points, "
+                      f"95 % paired t interval [{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}] "
+                      f"({'detectably worse' if paired['detectably_worse'] else 'not detectably worse'}); "
+                      "standard deviation across seeds: single best "
+                      f"{100 * paired['spread']['single_best']:.2f}, "
+                      f"pick {100 * paired['spread']['reevaluated']:.2f} "
+                      f"points; the same trial in {paired['same_trial']} of {len(paired['seeds'])}; "
+                      f"re-evaluation cost: median {paired['reevaluation_minutes_median']:.1f} min "
+                      "of training."]
+    return lines
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     """One panel: a dot per seed and a bar at the median per arm; 4-NN and the published 60k
     numbers as vertical lines, labelled in a band above the rows."""
@@ -449,11 +582,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"search": "tab:blue", "documented": "tab:orange", "optuna_example": "tab:green",
-               "knn": "0.3"}
-    names = {"search": "search", "documented": "documented", "optuna_example": "Optuna example"}
-    rows = [(f"{space} · {names[arm]}", arm, entry[arm])
-            for space, entry in results["spaces"].items() for arm in names]
+    colours = {"search": "tab:blue", "pick": "tab:purple", "documented": "tab:orange",
+               "optuna_example": "tab:green", "knn": "0.3"}
+    names = {"search": "search", "pick": "search, re-evaluated pick", "documented": "documented",
+             "optuna_example": "Optuna example"}
+    rows, rules = [], []
+    for space, entry in results["spaces"].items():
+        rows += [(f"{space} · {names[arm]}", arm, entry[arm]) for arm in names if arm in entry]
+        rules.append(len(rows) - 0.5)
     rows.append((f"{KNN_NEIGHBOURS}-NN, raw pixels", "knn", results["knn"]))
     references = {f"{KNN_NEIGHBOURS}-NN\n7k: {_pct(results['knn']['median'])}": results["knn"]["median"]}
     references.update({f"{name}\n60k: {_pct(v)}": v for name, v in results["published_60k"].items()})
@@ -468,8 +604,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
         seeds = [v * 100 for v in row["per_seed"].values()]
         ax.plot([row["median"] * 100] * 2, [y - 0.35, y + 0.35], color=colours[arm], linewidth=2.5)
         ax.scatter(seeds, [y] * len(seeds), color=colours[arm], s=24, zorder=3, alpha=0.75)
-    for y in range(len(names) - 1, len(rows) - 1, len(names)):  # a rule between spaces
-        ax.axhline(y + 0.5, color="0.85", linewidth=0.8)
+    for y in rules:  # a rule between spaces
+        ax.axhline(y, color="0.85", linewidth=0.8)
     styles = (":", "--", "--", "--")  # dotted: measured here; dashed: published
     for i, ((label, value), style) in enumerate(zip(references.items(), styles, strict=True)):
         if value is not None:  # labels alternate between two heights so neighbours do not collide

@@ -23,12 +23,23 @@ def run(arm: str, seed: int, accuracy: float, space: str | None = "mlp_regularis
     """A run file as run_job writes it, with the fields the analysis reads."""
     record = {"space": space, "arm": arm, "seed": seed, "official_test_accuracy": accuracy,
               "machine": MACHINE, "versions": {"torch": "t", "optuna": "o", "scikit-learn": "s"}}
-    if arm in ("search", "optuna_example"):
+    if arm in ("search", "optuna_example", "pick"):
         record["budget_minutes"] = minutes
     if arm == "documented":
         record.update(experiment="000/Experiment 1", chosen={"epochs": 12})
     if arm == "knn":
         record.update(space=None, seconds={"fit_and_predict": 7.0})
+    return record
+
+
+def pick_run(seed: int, best: tuple[int, float], pick: tuple[int, float]) -> dict:
+    """A pick-arm run file: (trial, official test accuracy) of the single best and of the pick."""
+    record = run("pick", seed, pick[1])
+    record.update(same_trial=best[0] == pick[0], reevaluation_training_seconds=120.0,
+                  single_best={"chosen": {"trial": best[0], "validation_accuracy": 0.95},
+                               "official_test_accuracy": best[1]},
+                  reevaluated={"chosen": {"trial": pick[0], "validation_accuracy": 0.94},
+                               "fold_mean": 0.93, "official_test_accuracy": pick[1]})
     return record
 
 
@@ -75,9 +86,37 @@ def test_table_rows_and_markdown() -> None:
     assert rows[-3:] == [(f"published, all 60,000 training images: {name}", f"{100 * value:.2f}", "-", "-")
                          for name, value in official_test.PUBLISHED_60K.items()]
     text = official_test.markdown(results)
-    assert text.count("\n| ") == len(rows) + 1  # the header, then one line per row
+    # the header, then one line per row; no pick runs, so no pick table
+    assert text.count("\n| ") == len(rows) + 1
     assert "Not run yet" in text and "mlp_regularisation-documented-seed-1" in text
     assert "avx512_bf16 yes, amx_bf16 yes" in text
+
+
+def test_the_pick_is_compared_with_the_single_best_trial_seed_by_seed() -> None:
+    runs = [pick_run(0, (3, 0.80), (7, 0.83)), pick_run(1, (4, 0.84), (4, 0.84)),
+            pick_run(2, (9, 0.82), (2, 0.82)), pick_run(3, (1, 0.79), (5, 0.83))]
+    entry = official_test.analyse(runs)["spaces"]["mlp_regularisation"]
+    # the arm hands over the pick
+    assert entry["pick"]["per_seed"] == {"0": 0.83, "1": 0.84, "2": 0.82, "3": 0.83}
+    assert entry["pick"]["missing_seeds"] == [4]
+    paired = entry["pick"]["paired"]
+    assert [s["difference"] for s in paired["seeds"]] == pytest.approx([0.03, 0.0, 0.0, 0.04])
+    assert paired["same_trial"] == 1
+    assert paired["difference"]["mean"] == pytest.approx(0.0175)
+    low, high = paired["difference"]["ci95"]  # t(0.975, 3) = 3.182; sd of the differences = 0.0206
+    assert low == pytest.approx(0.0175 - 3.182 * 0.020616 / 2, abs=1e-4) and high > 0.0175
+    assert paired["detectably_worse"] is False
+    assert paired["spread"]["single_best"] > paired["spread"]["reevaluated"]
+    assert "cnn_beyond" not in official_test.PICK_SPACES and "pick" not in official_test.analyse(
+        runs)["spaces"]["cnn_beyond"]
+
+    worse = official_test.analyse([pick_run(s, (0, 0.85), (1, 0.80 + 0.001 * s)) for s in range(5)])
+    assert worse["spaces"]["mlp_regularisation"]["pick"]["paired"]["detectably_worse"] is True
+
+    text = official_test.markdown(official_test.analyse(runs))
+    assert "| 0 | 3 (95.00) | 80.00 | 7 (93.00) | 83.00 | +3.00 |" in text
+    assert "mean +1.75 points" in text and "not detectably worse" in text
+    assert "the same trial in 1 of 4" in text
 
 
 def test_write_analysis_reads_the_run_files_alone(tmp_path: Path) -> None:
@@ -104,6 +143,8 @@ def test_plan_runs_the_space_free_arms_once() -> None:
     assert {n for n in names if n.startswith("optuna_example")} == {
         f"optuna_example-{m}min-seed-{s}" for m in (15, 45) for s in (0, 1)}
     assert sum(n.endswith("-search-seed-0") for n in names) == len(official_test.SPACES)
+    picks = [j["name"] for j in official_test.planned(list(official_test.SPACES), ["pick"], None, None)]
+    assert picks == [f"{space}-pick-seed-{s}" for space in official_test.PICK_SPACES for s in range(5)]
     # an explicit seed list does not multiply the deterministic 4-NN
     assert [j["name"] for j in official_test.planned(["mlp_regularisation"], ["knn"], [3, 4], None)] == [
         "knn-seed-0"]
@@ -120,22 +161,32 @@ def test_documented_choice_takes_sound_ten_class_claims() -> None:
 def test_smoke_of_the_real_pipeline_writes_official_test_accuracies(tmp_path: Path) -> None:
     root = make_synthetic_root(tmp_path / "root")
     out = tmp_path / "official_test"
+    # the pick arm runs the search arm's start -> export -> retrain, then reevaluate
     command = [sys.executable, "benchmarks/official_test.py", "--space", "mlp_regularisation", "--seeds", "0",
-               "--minutes", "0.5", "--epochs", "1", "--source", str(root), "--out-dir", str(out)]
+               "--arms", "pick,documented,optuna_example,knn", "--minutes", "0.5", "--epochs", "1",
+               "--source", str(root), "--out-dir", str(out)]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
-    for name in ("mlp_regularisation-search-seed-0", "mlp_regularisation-documented-seed-0",
+    for name in ("mlp_regularisation-pick-seed-0", "mlp_regularisation-documented-seed-0",
                  "optuna_example-0.5min-seed-0", "knn-seed-0"):
         path = out / "runs" / f"{name}.json"
         assert path.exists(), result.stdout[-3000:]
         record = json.loads(path.read_text())
         assert record["test_images"] == 200  # the synthetic root's test set
         assert 0.0 <= record["official_test_accuracy"] <= 1.0
-    search = json.loads((out / "runs" / "mlp_regularisation-search-seed-0.json").read_text())
-    assert search["chosen"]["epochs"] == 1 and search["trials"].get("complete", 0) >= 1
+    pick = json.loads((out / "runs" / "mlp_regularisation-pick-seed-0.json").read_text())
+    assert pick["single_best"]["chosen"]["epochs"] == 1 and pick["trials"].get("complete", 0) >= 1
+    assert 0.0 <= pick["single_best"]["official_test_accuracy"] <= 1.0
+    # reevaluate cross-validated the best completed trials, the pick among them
+    reevaluated = {r["trial"]: r for r in pick["reevaluations"]}
+    assert 1 <= len(reevaluated) <= official_test.PICK_TOP
+    assert pick["reevaluated"]["chosen"]["trial"] in reevaluated
+    assert pick["reevaluated"]["fold_mean"] == max(r["mean"] for r in reevaluated.values())
     analysed = json.loads((tmp_path / "official_test.json").read_text())
-    assert analysed["spaces"]["mlp_regularisation"]["search"]["per_seed"] == {
-        "0": search["official_test_accuracy"]}
+    picked = analysed["spaces"]["mlp_regularisation"]["pick"]
+    assert picked["per_seed"] == {"0": pick["official_test_accuracy"]}
+    assert picked["paired"]["seeds"][0]["difference"] == (
+        pick["reevaluated"]["official_test_accuracy"] - pick["single_best"]["official_test_accuracy"])
     # a second call finds every run on disk and runs nothing again
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "0 runs to do" in again.stdout
