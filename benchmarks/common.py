@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -20,6 +21,8 @@ from torch import nn
 from objectives.data import write_root
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# the real KMNIST root the benchmarks read (7,011 training images, the official 10,000 test images)
+KMNIST_7K = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "kmnist-7k"
 CLI = Path(sys.executable).parent / "kmnist-search"
 REPETITIONS = 3
 # BENCHMARKS.md part 4's best cnn_beyond trial, as Optuna parameters (train_loop.py times it)
@@ -169,3 +172,13 @@ def synthetic_root(folder: Path, n: int, seed: int = 0) -> Path:
     labels = rng.integers(0, 10, n).astype(np.uint8)
     write_root(folder, "kmnist", (images, labels), (images[:1000], labels[:1000]))
     return folder
+
+
+def copy_root(source: Path, target: Path) -> Path:
+    """A writable copy of a dataset root (the product unpacks archives beside them; nothing
+    writes into the source)."""
+    for file in source.rglob("*"):
+        if file.is_file():
+            (target / file.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(file, target / file.relative_to(source))
+    return target

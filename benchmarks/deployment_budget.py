@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from common import RESULTS, machine, parser, write_results
+from common import KMNIST_7K, RESULTS, machine, parser, write_results
 from optuna.trial import TrialState
 
 from objectives.cost import measure_latency
@@ -45,7 +45,7 @@ from search.front import COSTS, pareto_front, smallest_within
 from storage.configs import read_config
 
 REPO = Path(__file__).resolve().parent.parent
-SOURCE = REPO.parent / "shared" / "data" / "kmnist-7k"
+SOURCE = KMNIST_7K
 CNN_BUDGET = 20_000  # parameters
 MLP_BUDGET = 110_000  # the smallest mlp_beyond model has 50,890 parameters; 128 wide has 101,770
 UNMEETABLE_MLP_BUDGET = 20_000

@@ -34,7 +34,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -44,11 +43,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, machine
+from common import KMNIST_7K, RESULTS, copy_root, machine
 from search_arms import run_all
 
-REPO = Path(__file__).resolve().parent.parent
-SOURCE = REPO.parent / "shared" / "data" / "kmnist-7k"
+SOURCE = KMNIST_7K
 OUT = RESULTS / "official_test"
 CLI = Path(sys.executable).parent / "kmnist-search"
 DATASET = "kmnist"
@@ -638,15 +636,6 @@ def write_analysis(out: Path, minutes: float | None = None) -> Path:
 
 
 # --- the command ------------------------------------------------------------------------------
-
-def copy_root(source: Path, target: Path) -> Path:
-    """A writable copy (the product unpacks the archives beside them; nothing writes into source)."""
-    for file in source.rglob("*"):
-        if file.is_file():
-            (target / file.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(file, target / file.relative_to(source))
-    return target
-
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -33,6 +33,7 @@ import optuna
 import torch
 from common import (
     BEST_CNN_BEYOND,
+    KMNIST_7K,
     RESULTS,
     machine,
     median,
@@ -54,8 +55,7 @@ from objectives.training import (
 from spaces import get_space
 from spaces.documented import R000_EXP1
 
-REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data" / "kmnist-7k"
+DATA = KMNIST_7K
 SAMPLER_SEED = 18
 TRAIN_SEED = 0
 VAL_FRACTION = 1 / 6  # the search's default

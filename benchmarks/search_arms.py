@@ -37,11 +37,11 @@ from typing import Any
 
 import numpy as np
 import optuna
-from common import RESULTS, first_reaching, machine, write_results
+from common import KMNIST_7K, RESULTS, first_reaching, machine, write_results
 from optuna.trial import FrozenTrial, TrialState
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCE = REPO.parent / "shared" / "data" / "kmnist-7k"
+SOURCE = KMNIST_7K
 OUT = RESULTS / "search_arms"
 DATASET = "kmnist"
 SPLIT_SEED = 0  # one validation split for every run; the run's seed drives sampler and training
