@@ -234,7 +234,8 @@ def pick_run(space: str, seed: int, minutes: float, epochs: int | None, data_dir
     re-evaluated pick, each retrained and tested (once, when they are the same trial)."""
     import optuna
 
-    from search.reevaluate import RESULT_PREFIX, stored_pick
+    from search.reevaluate import RESULT_PREFIX
+    from search.study import stored_pick
 
     single = search_run(space, seed, minutes, epochs, data_dir, work)
     log, storage = work / "log.txt", f"sqlite:///{work}/study.db"

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from objectives.budget import Budget, BudgetMismatchError, UnmeetableBudgetError, format_cost, stored_budget
+from objectives.budget import Budget, BudgetMismatchError, UnmeetableBudgetError, format_cost
 from objectives.datasets import SOURCES, DataUnavailableError, default_data_dir
 from objectives.errors import DeviceUnavailableError, TensorFileError
 from search.cli_options import (
@@ -55,16 +55,18 @@ from search.export import ExportError, export_config
 from search.front import COSTS, FrontError
 from search.launch import Connection, SearchStoppedError
 from search.progress import leaderboard_table
-from search.replay import TABLE_COLUMNS, table_cells
+from search.replay import TABLE_COLUMNS, ReplayRequest, replay_documented, table_cells
 from search.study import (
     HEARTBEAT_INTERVAL_S,
     StudyMismatchError,
+    describe_pick,
     queued_documented,
     require_study,
+    stored_pick,
 )
 from spaces import ALL_SPACES, get_space
 from spaces.base import UnknownSpaceError, format_widths
-from storage.artifacts import artifact_dir, attach, open_artifact_store
+from storage.artifacts import artifact_dir, open_artifact_store
 from storage.configs import FORMATS, ConfigError
 from storage.urls import (
     DEFAULT_STORAGE,
@@ -304,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def printer(console: Console) -> Callable[[str], None]:
+    """A line printer for the library's progress messages (never read as markup or highlighted)."""
+    return lambda line: console.print(line, highlight=False)
+
+
 def connection(args: argparse.Namespace) -> Connection:
     return Connection(args.storage, args.heartbeat_interval, args.grace_period, args.retry_for)
 
@@ -324,7 +331,7 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
         jobs=args.jobs, threads=args.threads, replay=not args.no_replay, recipes=not args.no_recipes,
         budget=asked_budget(args), precision=args.precision, dataset=args.dataset, data_dir=args.data_dir,
         val_fraction=args.val_fraction, seed=args.seed, device=args.device)
-    outcome = start_search(request, console, say=lambda line: console.print(line, highlight=False),
+    outcome = start_search(request, console, say=printer(console),
                            warn=warn_for(args))
     name = outcome.study.study_name
     if outcome.nothing_to_do:
@@ -355,62 +362,47 @@ def cmd_worker(args: argparse.Namespace, console: Console) -> int:
         study=args.study, connection=connection(args), trials=args.trials, data_dir=args.data_dir,
         device=args.device, artifact_dir=args.artifact_dir, threads=args.threads, deadline=args.deadline,
         budget=asked_budget(args), precision=args.precision, show_progress=not args.quiet)
-    join_search(request, console, say=lambda line: console.print(line, highlight=False), warn=warn_for(args))
+    join_search(request, console, say=printer(console), warn=warn_for(args))
     return 0
 
 
-def cmd_replay(args: argparse.Namespace, console: Console) -> int:
-    from objectives.training import resolve_device
-    from search.replay import choose_experiments, data_loader, replay_and_audit, write_audit
+def replay_request(args: argparse.Namespace) -> ReplayRequest:
+    return ReplayRequest(spaces=ALL_SPACES if args.all else (get_space(args.space),), report=args.report,
+                         dataset=args.dataset, data_dir=args.data_dir or default_data_dir(),
+                         storage=args.storage, out=args.out, val_fraction=args.val_fraction, seed=args.seed,
+                         device=args.device, max_epochs=args.max_epochs, accuracy_tolerance=args.tolerance,
+                         artifact_dir=args.artifact_dir)
 
-    chosen = choose_experiments(ALL_SPACES if args.all else (get_space(args.space),), args.report)
-    data_dir = args.data_dir or default_data_dir()
-    load = data_loader(data_dir, args.val_fraction, args.seed, resolve_device(args.device))
+
+def cmd_replay(args: argparse.Namespace, console: Console) -> int:
     if args.learning_curve:
-        return cmd_replay_curve(args, console, chosen, load, data_dir)
-    store = open_artifact_store(artifact_dir(args.storage, args.artifact_dir))
-    summary, claims = replay_and_audit(chosen, open_storage(args.storage), store, load, args.dataset,
-                                       args.max_epochs, args.seed, args.tolerance,
-                                       say=lambda line: console.print(line, highlight=False))
+        return cmd_replay_curve(args, console)
+    summary, paths = replay_documented(replay_request(args), say=printer(console))
     table = Table(title="documented vs reproduced")
     for column in TABLE_COLUMNS:
         table.add_column(column, overflow="fold")
     for row in summary:
         table.add_row(*table_cells(row))
     console.print(table)
-    cap = f"epochs capped at {args.max_epochs}" if args.max_epochs else "documented epochs"
-    header = (f"Data: {data_dir}; {cap}; validation fraction {args.val_fraction:.3g}; seed {args.seed}; "
-              f"accuracy tolerance {100 * args.tolerance:g} points.")
-    for path in write_audit(args.out, summary, claims, header):
+    for path in paths:
         console.print(f"wrote {path}", highlight=False)
     return 0
 
 
-def cmd_replay_curve(args: argparse.Namespace, console: Console, chosen: list, load: Callable,
-                     data_dir: Path) -> int:
-    from search.learning_curve.audit import audit_by_curves
-    from search.learning_curve.report import table_cells, write_curve_audit
+def cmd_replay_curve(args: argparse.Namespace, console: Console) -> int:
+    from search.learning_curve.report import audit_and_write, table_cells
     from search.learning_curve.runs import CurveSettings
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    storage = open_storage(args.storage)
     settings = CurveSettings(args.sizes, args.curve_seeds, args.max_epochs, args.seed, args.level,
                              args.bootstrap)
-    rows, runs, validations = audit_by_curves(
-        storage, chosen, load, args.dataset, settings, args.validate_up_to, args.tolerance,
-        report=lambda line: console.print(line, highlight=False))
+    rows, validations, paths = audit_and_write(replay_request(args), settings, args.validate_up_to,
+                                               say=printer(console))
     for validation in validations:
         console.print(validation.describe(), highlight=False)
-    cap = f"documented epochs capped at {args.max_epochs}" if args.max_epochs else "documented epochs"
-    sizes = ", ".join(str(n or "all") for n in args.sizes)
-    header = (f"Data: `{data_dir}`; {cap} (documented early stopping applies); validation fraction "
-              f"{args.val_fraction:.3g} held out once; sizes {sizes}; "
-              f"{args.curve_seeds} seeds from {args.seed}; {100 * args.level:.0f}% prediction intervals from "
-              f"{args.bootstrap} bootstrap refits; accuracy tolerance {100 * args.tolerance:g} points.")
-    paths = write_curve_audit(args.out, rows, runs, validations, header)
     table = Table(title="claims against learning curves")
     for column in ("report", "experiment", "claim", "extrapolated", "verdict"):
         table.add_column(column, overflow="fold")
@@ -470,8 +462,6 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
     for name in names:
         study = require_study(storage, name, args.storage_shown)
         console.print(leaderboard_table(study))
-        from search.reevaluate import describe_pick, stored_pick
-
         pick = stored_pick(study)
         if pick is not None:
             console.print(describe_pick(pick), highlight=False)
@@ -530,7 +520,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_reevaluate(args: argparse.Namespace, console: Console) -> int:
-    from search.reevaluate import describe_pick, reevaluate_study, stored_pick
+    from search.reevaluate import reevaluate_study
 
     study = require_study(open_storage(args.storage, must_exist=True), args.study, args.storage_shown)
     if args.threads:
@@ -544,7 +534,7 @@ def cmd_reevaluate(args: argparse.Namespace, console: Console) -> int:
                       highlight=False)
 
     results = reevaluate_study(study, args.data_dir or default_data_dir(), args.device, args.top, args.folds,
-                               say=lambda line: console.print(line, highlight=False), report=report)
+                               say=printer(console), report=report)
     table = Table(title=f"study {study.study_name}: top {len(results)} trials by mean over folds")
     for column in ("trial", "mean over folds", "std", "validation split", "epochs", "seconds"):
         table.add_column(column)
@@ -559,10 +549,7 @@ def cmd_reevaluate(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_front(args: argparse.Namespace, console: Console) -> int:
-    import shutil
-    import tempfile
-
-    from search.front import costed_trials, pareto_front, plot_front, smallest_within
+    from search.front import draw_front
     from search.study import trial_source
     from spaces.base import format_params
 
@@ -571,31 +558,24 @@ def cmd_front(args: argparse.Namespace, console: Console) -> int:
     study = require_study(open_storage(args.storage, must_exist=True), args.study, args.storage_shown,
                           FrontError)
     cost = COSTS[args.cost]
-    trials = costed_trials(study, cost)
-    front = pareto_front(trials, cost)
-    pick = None if args.within_points is None else smallest_within(trials, cost, args.within_points)
-    table = Table(title=f"study {study.study_name}: {len(front)} of {len(trials)} completed trials on the "
-                        f"front of validation accuracy against {cost.unit}")
+    drawn = draw_front(study, cost, open_artifact_store(artifact_dir(args.storage, args.artifact_dir)),
+                       args.within_points, args.output)
+    table = Table(title=f"study {study.study_name}: {len(drawn.front)} of {len(drawn.trials)} completed "
+                        f"trials on the front of validation accuracy against {cost.unit}")
     for column in ("trial", "val accuracy", "parameters", "MFLOPs", "ms/image", "ms/256 images", "source",
                    "params"):
         table.add_column(column, overflow="fold")
-    for t in front:
+    for t in drawn.front:
         attrs = t.user_attrs
         table.add_row(str(t.number), f"{t.value:.4f}", f"{attrs['param_count']:,}",
                       f"{attrs['forward_mflops']:.3g}", str(attrs.get("latency_ms", "-")),
                       str(attrs.get("latency_ms_batch256", "-")), trial_source(t), format_params(t.params))
     console.print(table)
-    title = f"{study.study_name}: validation accuracy against {cost.unit}"
-    with tempfile.TemporaryDirectory() as folder:
-        path = plot_front(trials, front, cost, stored_budget(study), title,
-                          Path(folder) / f"front-{cost.name}-{len(trials)}-trials.png", pick)
-        attach(open_artifact_store(artifact_dir(args.storage, args.artifact_dir)), path, study)
-        if args.output is not None:
-            shutil.copyfile(path, args.output)
-    console.print(f"attached {path.name} to study {study.study_name!r} (the dashboard lists it under the "
-                  f"study's artifacts){f'; wrote {args.output}' if args.output else ''}", highlight=False)
+    console.print(f"attached {drawn.figure_name} to study {study.study_name!r} (the dashboard lists it under "
+                  f"the study's artifacts){f'; wrote {args.output}' if args.output else ''}", highlight=False)
+    pick = drawn.pick
     if pick is not None:
-        best = max(t.value for t in trials)
+        best = max(t.value for t in drawn.trials)
         console.print(f"cheapest within {args.within_points:g} points of the best ({best:.4f}): trial "
                       f"{pick.number}, validation accuracy {pick.value:.4f}, "
                       f"{format_cost(pick.user_attrs[cost.attr])} {cost.unit}; export it with "

@@ -26,7 +26,7 @@ from objectives.datasets import DATASET_CHOICES, DatasetChoice
 from objectives.objective import TrialOutcome
 from objectives.training import EpochResult
 from search.figure_style import WIDTH, percent_axis, save_figure, styled
-from search.replay import format_value, readable_paths
+from search.report_format import format_value, readable_paths
 from spaces.base import RECIPE
 from storage.artifacts import attach
 from storage.optuna_private import get_note_from_system_attrs, save_note_with_version

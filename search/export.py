@@ -10,7 +10,7 @@ from typing import Any
 import optuna
 from optuna.trial import FixedTrial, FrozenTrial, TrialState
 
-from search.study import SETTINGS_ATTR, SearchSettings, trial_source
+from search.study import SETTINGS_ATTR, SearchSettings, describe_pick, stored_pick, trial_source
 from spaces import get_space
 from spaces.base import SearchSpace
 from storage.configs import FORMAT, ConfigError
@@ -65,8 +65,6 @@ def trials_to_export(study: optuna.Study, trial_number: int | None, top: int, wi
     """The trials `export` writes, and a line saying how they were chosen ("" for the plain best):
     --trial, --within-points (the cheapest near the best), the study's re-evaluated pick, or
     the --top best by validation accuracy."""
-    from search.reevaluate import describe_pick, stored_pick
-
     if within_points is not None:
         if trial_number is not None or top != 1:
             raise ExportError("--within-points picks the trial itself: leave out --trial and --top")

@@ -3,6 +3,9 @@ the smallest model within a few points of the best."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -10,7 +13,7 @@ import optuna
 from matplotlib.ticker import FuncFormatter
 from optuna.trial import FrozenTrial, TrialState
 
-from objectives.budget import COST_LIMITS, Budget, CostLimit, format_cost
+from objectives.budget import COST_LIMITS, Budget, CostLimit, format_cost, stored_budget
 from search.figure_style import (
     COLOURS,
     WIDTH,
@@ -21,6 +24,7 @@ from search.figure_style import (
     save_figure,
     short_count,
 )
+from storage.artifacts import attach
 
 COSTS: dict[str, CostLimit] = {c.name: c for c in COST_LIMITS}
 
@@ -100,3 +104,29 @@ def plot_front(trials: list[FrozenTrial], front: list[FrozenTrial], cost: CostLi
         fig.legend(loc="outside lower center", ncols=2)
         label_points(ax, *xy(front), [f"#{t.number}" for t in front], fontsize=8, color=COLOURS["front"])
         return save_figure(fig, path)
+
+
+@dataclass(frozen=True)
+class Front:
+    trials: list[FrozenTrial]  # every completed trial with the cost measured
+    front: list[FrozenTrial]  # those no other beats on both accuracy and cost
+    pick: FrozenTrial | None  # the cheapest within the asked points of the best, if asked
+    figure_name: str  # the figure's name among the study's artifacts
+
+
+def draw_front(study: optuna.Study, cost: CostLimit, artifact_store: object, within_points: float | None,
+               output: Path | None = None) -> Front:
+    """`kmnist-search front`: the study's front against `cost`, its figure attached to the study
+    (and copied to `output` when given)."""
+
+    trials = costed_trials(study, cost)
+    front = pareto_front(trials, cost)
+    pick = None if within_points is None else smallest_within(trials, cost, within_points)
+    title = f"{study.study_name}: validation accuracy against {cost.unit}"
+    with tempfile.TemporaryDirectory() as folder:
+        path = plot_front(trials, front, cost, stored_budget(study), title,
+                          Path(folder) / f"front-{cost.name}-{len(trials)}-trials.png", pick)
+        attach(artifact_store, path, study)
+        if output is not None:
+            shutil.copyfile(path, output)
+    return Front(trials, front, pick, path.name)

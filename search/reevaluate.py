@@ -26,10 +26,9 @@ from sklearn.model_selection import StratifiedKFold
 
 from objectives.schema import SchemaError, mapping, number, whole_number
 from search.export import retrain_epochs, trial_config
-from search.study import leaderboard
+from search.study import PICK_ATTR, leaderboard
 from spaces.base import SearchSpace
 
-PICK_ATTR = "reevaluated_pick"
 RESULT_PREFIX = "reevaluation:"  # + trial number
 
 
@@ -147,23 +146,3 @@ def stored_result(study: optuna.Study, trial_number: int) -> Reevaluation | None
                             number(value["seconds"], "seconds", 0, 10**9))
     except (SchemaError, KeyError, TypeError):
         return None
-
-
-def stored_pick(study: optuna.Study) -> dict[str, Any] | None:
-    """The study's re-evaluated pick (trial number, mean, folds, cost), checked; None if absent."""
-    value = study.user_attrs.get(PICK_ATTR)
-    try:
-        mapping(value, PICK_ATTR)
-        return {"trial": whole_number(value["trial"], "trial", 0, 10**9),
-                "mean": number(value["mean"], "mean", 0, 1), "std": number(value["std"], "std", 0, 1),
-                "folds": whole_number(value["folds"], "folds", 2, 100),
-                "top": whole_number(value["top"], "top", 1, 10**4),
-                "seconds": number(value["seconds"], "seconds", 0, 10**9)}
-    except (SchemaError, KeyError, TypeError):
-        return None
-
-
-def describe_pick(pick: dict[str, Any]) -> str:
-    return (f"re-evaluated pick: trial {pick['trial']}, {100 * pick['mean']:.2f}% ± {100 * pick['std']:.2f} "
-            f"mean over {pick['folds']} folds, chosen among the top {pick['top']} "
-            f"({pick['seconds'] / 60:.1f} min of training)")

@@ -7,9 +7,7 @@ replay made in this run.
 from __future__ import annotations
 
 import csv
-import re
-import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.report_format import footnoted_table, format_difference, format_value, readable_paths
 from search.study import make_sampler, open_study
 from spaces.base import DocumentedExperiment, SearchSpace
 
@@ -150,25 +149,6 @@ def replay_experiment(storage: optuna.storages.BaseStorage, space: SearchSpace,
     return finished[0]
 
 
-def format_value(metric: str, value: float | None) -> str:
-    """Counts as 1,333,770, accuracies as 91.23%, losses to four significant digits."""
-    if value is None:
-        return "-"
-    if metric == "param_count" or metric == "stopped_epoch":
-        return f"{value:,.0f}"
-    if metric.endswith("accuracy"):
-        return f"{100 * value:.2f}%"
-    return f"{value:.4g}"
-
-
-def format_difference(metric: str, value: float | None) -> str:
-    if value is None:
-        return "-"
-    if metric.endswith("accuracy"):
-        return f"{100 * value:+.2f} pts"
-    return f"{value:+,.4g}"
-
-
 TABLE_COLUMNS = ("report", "experiment", "dataset", "epochs", "metric", "claimed", "reproduced",
                  "difference", "verdict", "reason")
 
@@ -177,74 +157,6 @@ def table_cells(row: AuditRow) -> list[str]:
     return [row.report, row.experiment, row.dataset, row.epochs, row.metric,
             format_value(row.metric, row.claimed), format_value(row.metric, row.reproduced),
             format_difference(row.metric, row.difference), row.verdict, row.reason]
-
-
-ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/])/[^\s`'\"(),;]+")  # not inside a URL (sqlite:////tmp/..)
-LONG_REASON = 60  # characters: a longer reason given by more than one row is stated once, as a note
-
-
-def readable_paths(text: str) -> str:
-    """`text` with absolute paths as a reader elsewhere recognises them: inside the working
-    folder, relative to it; inside the temporary folder, without it and the scratch folder made
-    there (/tmp/tmpab12/kmnist-7k -> kmnist-7k)."""
-    scratch_root, here = Path(tempfile.gettempdir()).resolve(), Path.cwd().resolve()
-
-    def shown(match: re.Match) -> str:
-        raw = match.group(0)
-        path, slash = Path(raw), "/" if raw.endswith("/") and raw != "/" else ""
-        for root, drop in ((here, 0), (scratch_root, 1)):
-            try:
-                parts = path.relative_to(root).parts
-            except ValueError:
-                continue
-            kept = parts[drop:] or parts[-1:]
-            return (str(Path(*kept)) + slash) if kept else "."
-        return raw
-
-    return ABSOLUTE_PATH.sub(shown, text)
-
-
-def clauses(reason: str) -> list[str]:
-    """A reason's clauses: split at '; ' outside parentheses."""
-    parts, depth, start = [], 0, 0
-    for i, char in enumerate(reason):
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        if depth == 0 and reason.startswith("; ", i):
-            parts.append(reason[start:i])
-            start = i + 2
-    return [*parts, reason[start:]]
-
-
-def _gist(clause: str) -> str:
-    """What a clause says before its details: up to ' (' or ':'."""
-    cut = min((i for i in (clause.find(" ("), clause.find(":")) if i > 0), default=len(clause))
-    return clause[:cut]
-
-
-def footnoted_table(columns: Sequence[str], rows: Sequence[Sequence[str]], reason_column: int) -> list[str]:
-    """A markdown table whose reason column states each long clause that several rows share
-    once, as a numbered note under the table; paths are shown by `readable_paths`."""
-    split = [clauses(readable_paths(row[reason_column])) for row in rows]
-    counts: dict[str, int] = {}
-    for parts in split:
-        for part in dict.fromkeys(parts):
-            counts[part] = counts.get(part, 0) + 1
-    notes: list[str] = []
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row, parts in zip(rows, split, strict=True):
-        shown = []
-        for part in parts:
-            if counts[part] > 1 and len(part) > LONG_REASON:
-                if part not in notes:
-                    notes.append(part)
-                part = f"{_gist(part)}: see note {notes.index(part) + 1}"
-            shown.append(part)
-        cells = [readable_paths(cell) for cell in row]
-        cells[reason_column] = "; ".join(shown)
-        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
-    if notes:
-        lines += ["", "Notes:", ""] + [f"{i}. {note}" for i, note in enumerate(notes, 1)]
-    return lines
 
 
 def write_audit(out: Path, summary: list[AuditRow], claims: list[AuditRow], header: str) -> list[Path]:
@@ -271,8 +183,43 @@ def _csv_row(row: AuditRow) -> dict[str, Any]:
     return {k: ("" if v is None else v) for k, v in asdict(row).items()}
 
 
-
 # --- the `replay` command as library calls ---
+
+@dataclass(frozen=True)
+class ReplayRequest:
+    """What `kmnist-search replay` asks for; `spaces` and `report` choose the experiments."""
+
+    spaces: tuple[SearchSpace, ...]
+    report: str | None
+    dataset: str | None  # None: each experiment's documented dataset
+    data_dir: Path
+    storage: str
+    out: Path
+    val_fraction: float = 1 / 6
+    seed: int = 0
+    device: str = "auto"
+    max_epochs: int | None = None
+    accuracy_tolerance: float = 0.01
+    artifact_dir: Path | None = None
+
+
+def replay_documented(request: ReplayRequest,
+                      say: Callable[[str], None] = lambda _: None) -> tuple[list[AuditRow], list[Path]]:
+    """Replay the chosen experiments into the storage and write the audit; one headline row
+    per experiment and the files written."""
+    from objectives.training import resolve_device
+    from storage.artifacts import artifact_dir, open_artifact_store
+    from storage.urls import open_storage
+
+    chosen = choose_experiments(request.spaces, request.report)
+    load = data_loader(request.data_dir, request.val_fraction, request.seed, resolve_device(request.device))
+    store = open_artifact_store(artifact_dir(request.storage, request.artifact_dir))
+    summary, claims = replay_and_audit(chosen, open_storage(request.storage), store, load, request.dataset,
+                                       request.max_epochs, request.seed, request.accuracy_tolerance, say)
+    cap = f"epochs capped at {request.max_epochs}" if request.max_epochs else "documented epochs"
+    header = (f"Data: {request.data_dir}; {cap}; validation fraction {request.val_fraction:.3g}; "
+              f"seed {request.seed}; accuracy tolerance {100 * request.accuracy_tolerance:g} points.")
+    return summary, write_audit(request.out, summary, claims, header)
 
 def choose_experiments(spaces: Iterable[SearchSpace], report: str | None) -> list[tuple[SearchSpace,
                                                                                         DocumentedExperiment]]:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -397,3 +398,28 @@ def trial_source(trial: FrozenTrial) -> str:
 def leaderboard(study: optuna.Study, limit: int = 10) -> list[FrozenTrial]:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return sorted(complete, key=lambda t: t.value, reverse=True)[:limit]
+
+
+# --- the re-evaluated pick (search/reevaluate.py writes it; export, status and the dashboard read it) ---
+
+PICK_ATTR = "reevaluated_pick"
+
+
+def stored_pick(study: optuna.Study) -> dict[str, Any] | None:
+    """The study's re-evaluated pick (trial number, mean, folds, cost), checked; None if absent."""
+    value = study.user_attrs.get(PICK_ATTR)
+    try:
+        mapping(value, PICK_ATTR)
+        return {"trial": whole_number(value["trial"], "trial", 0, 10**9),
+                "mean": number(value["mean"], "mean", 0, 1), "std": number(value["std"], "std", 0, 1),
+                "folds": whole_number(value["folds"], "folds", 2, 100),
+                "top": whole_number(value["top"], "top", 1, 10**4),
+                "seconds": number(value["seconds"], "seconds", 0, 10**9)}
+    except (SchemaError, KeyError, TypeError):
+        return None
+
+
+def describe_pick(pick: dict[str, Any]) -> str:
+    return (f"re-evaluated pick: trial {pick['trial']}, {100 * pick['mean']:.2f}% ± {100 * pick['std']:.2f} "
+            f"mean over {pick['folds']} folds, chosen among the top {pick['top']} "
+            f"({pick['seconds'] / 60:.1f} min of training)")

@@ -24,7 +24,7 @@ from search.front import COSTS, pareto_front, plot_front
 from search.learning_curve.audit import CurveAuditRow
 from search.learning_curve.report import plot_curves, read_curve_audit, write_curve_audit
 from search.learning_curve.runs import CurveRun
-from search.replay import readable_paths
+from search.report_format import readable_paths
 from storage.optuna_private import get_note_from_system_attrs
 
 SCRATCH = Path(tempfile.gettempdir()).resolve()

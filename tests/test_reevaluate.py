@@ -7,7 +7,8 @@ import numpy as np
 import optuna
 import pytest
 
-from search.reevaluate import PICK_ATTR, Reevaluation, fold_splits, pick_by_mean, stored_pick, stored_result
+from search.reevaluate import Reevaluation, fold_splits, pick_by_mean, stored_result
+from search.study import PICK_ATTR, stored_pick
 from storage.optuna_private import get_note_from_system_attrs
 from tests.conftest import run_cli, run_main, searched_folder
 

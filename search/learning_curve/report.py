@@ -4,17 +4,21 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from search.figure_style import COLOURS, WIDTH, log_count_axis, percent_axis, save_figure, styled
 from search.learning_curve.audit import VERDICTS, CurveAuditRow, validation_failures
 from search.learning_curve.fit import Curve, Validation, local_slopes
-from search.learning_curve.runs import CurveRun, curve_points
-from search.replay import footnoted_table, format_value, readable_paths
+from search.learning_curve.runs import CurveRun, CurveSettings, curve_points
+from search.report_format import footnoted_table, format_value, readable_paths
+
+if TYPE_CHECKING:
+    from search.replay import ReplayRequest
 
 TABLE_COLUMNS = ("report", "experiment", "epochs", "claimed", "measured at largest size (mean)",
                  "extrapolated test accuracy (interval; used only if validated)", "verdict", "reason")
@@ -215,3 +219,29 @@ def read_curve_audit(folder: Path) -> tuple[list[CurveAuditRow], list[CurveRun]]
     """The claims (audit.csv) and runs (curve-runs.csv) an audit wrote: enough to write its
     markdown and figure again without training anything."""
     return _read_rows(folder / "audit.csv", CurveAuditRow), _read_rows(folder / "curve-runs.csv", CurveRun)
+
+
+def audit_and_write(request: ReplayRequest, settings: CurveSettings, validate_up_to: Sequence[int],
+                    say: Callable[[str], None] = lambda _: None,
+                    ) -> tuple[list[CurveAuditRow], list[Validation], list[Path]]:
+    """`replay --learning-curve`: the chosen experiments' curves into the storage, the audit of
+    their claims, and its files; the rows, the extrapolation checks and the paths written."""
+    from objectives.training import resolve_device
+    from search.learning_curve.audit import audit_by_curves
+    from search.replay import choose_experiments, data_loader
+    from storage.urls import open_storage
+
+    chosen = choose_experiments(request.spaces, request.report)
+    device = resolve_device(request.device)
+    load = data_loader(request.data_dir, request.val_fraction, request.seed, device)
+    rows, runs, validations = audit_by_curves(open_storage(request.storage), chosen, load, request.dataset,
+                                              settings, validate_up_to, request.accuracy_tolerance,
+                                              report=say)
+    epochs = f"capped at {settings.max_epochs}" if settings.max_epochs else ""
+    sizes = ", ".join(str(n or "all") for n in settings.sizes)
+    header = (f"Data: `{request.data_dir}`; documented epochs{' ' + epochs if epochs else ''} (documented "
+              f"early stopping applies); validation fraction {request.val_fraction:.3g} held out once; "
+              f"sizes {sizes}; {settings.seeds} seeds from {settings.seed}; "
+              f"{100 * settings.level:.0f}% prediction intervals from {settings.bootstrap} bootstrap refits; "
+              f"accuracy tolerance {100 * request.accuracy_tolerance:g} points.")
+    return rows, validations, write_curve_audit(request.out, rows, runs, validations, header)
