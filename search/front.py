@@ -8,22 +8,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import optuna
-from matplotlib.ticker import FuncFormatter
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.budget import COST_LIMITS, Budget, CostLimit, format_cost, stored_budget
-from search.figure_style import (
-    COLOURS,
-    WIDTH,
-    figure_style,
-    label_points,
-    log_count_axis,
-    percent_axis,
-    save_figure,
-    short_count,
-)
 from storage.artifacts import attach
 
 COSTS: dict[str, CostLimit] = {c.name: c for c in COST_LIMITS}
@@ -71,6 +59,21 @@ def plot_front(trials: list[FrozenTrial], front: list[FrozenTrial], cost: CostLi
     """All trials as dots, the front as a staircase labelled with trial numbers (for
     `export --trial N`); validation accuracy in percent against the cost, on a log axis only
     where the costs span more than a decade."""
+    # matplotlib takes about half a second to import, and every command imports this module
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    from search.figure_style import (
+        COLOURS,
+        WIDTH,
+        figure_style,
+        label_points,
+        log_count_axis,
+        percent_axis,
+        save_figure,
+        short_count,
+    )
+
     with figure_style():
         fig, ax = plt.subplots(figsize=(WIDTH, 4.2), layout="constrained")
         limit = {c.attr: value for c, value in budget.limits()}.get(cost.attr)
@@ -118,7 +121,6 @@ def draw_front(study: optuna.Study, cost: CostLimit, artifact_store: object, wit
                output: Path | None = None) -> Front:
     """`kmnist-search front`: the study's front against `cost`, its figure attached to the study
     (and copied to `output` when given)."""
-
     trials = costed_trials(study, cost)
     front = pareto_front(trials, cost)
     pick = None if within_points is None else smallest_within(trials, cost, within_points)
