@@ -50,7 +50,7 @@ bench-budget: setup
 # CNN), the best documented configuration x 3, Optuna's example x 2 per budget, 4-NN, and 5
 # mlp_regularisation searches whose single best trial and re-evaluated pick are both retrained;
 # each retrained on 7,011 images and tested. Two runs side by side; the script prints its time
-# estimate (most of a day on 2 cores). Resumable run by run.
+# estimate (about 7.5 h on 2 cores). Resumable run by run.
 .PHONY: bench-outcome
 bench-outcome: setup
 	$(BIN)/python benchmarks/official_test.py

@@ -109,9 +109,9 @@ def estimate_minutes(parallel: int = PARALLEL) -> float:
         work += len(SEEDS["documented"]) * (DOCUMENTED_MINUTES[f] + RETRAIN_MINUTES[f])
     for minutes in set(BUDGET_MINUTES.values()):
         work += len(SEEDS["optuna_example"]) * (minutes + RETRAIN_MINUTES["mlp"])
-    for space in PICK_SPACES:  # re-evaluation: top x folds trainings of about a retrain each
+    for space in PICK_SPACES:  # mlp_regularisation's 15 re-evaluation runs took about 30 s in all
         f = family(space)
-        work += len(SEEDS["pick"]) * (BUDGET_MINUTES[f] + (2 + PICK_TOP * PICK_FOLDS) * RETRAIN_MINUTES[f])
+        work += len(SEEDS["pick"]) * (BUDGET_MINUTES[f] + 3 * RETRAIN_MINUTES[f])
     return work / parallel
 
 
