@@ -42,10 +42,14 @@ def test_the_analysis_ranks_and_prices_the_pick_by_validation() -> None:
     assert result["pick_below_best_points"] == pytest.approx(2.0)
     assert result["top_overlap"] == 4  # top 5 by validation: 0-4; by test: 0, 1, 2, 3, 5
     assert result["val_minus_test_points"]["median"] == pytest.approx(5.0)
+    assert result["learned"] == 6 and result["spearman_best_epoch_learned"] == result["spearman_best_epoch"]
+    # two configurations stuck at chance tie at the bottom of both rankings: counted apart
+    stuck = transfer.analyse_rows([*rows, row(7, 0.11, 0.11, 0.10), row(8, 0.11, 0.11, 0.10)])
+    assert stuck["learned"] == 6 and stuck["spearman_best_epoch"] > stuck["spearman_best_epoch_learned"]
     # a constant column has no rank correlation: None, not NaN in the JSON
     flat = transfer.analyse_rows([row(i, 0.5, 0.5, 0.1 * i) for i in range(4)])
     assert flat["spearman_best_epoch"] is None
-    assert "| - | - |" in transfer.markdown({"runs": {"x": flat}, "machines": []})
+    assert "| - | - | - (4) |" in transfer.markdown({"runs": {"x": flat}, "machines": []})
     assert "spearman_best_epoch" not in transfer.analyse_rows(rows[:2])  # too few to rank
 
 
