@@ -208,6 +208,10 @@ def plot(groups: dict[str, list[dict[str, Any]]], path: Path) -> None:
         pick = max(trained, key=lambda r: r["val_best"])
         ax.scatter([100 * pick["val_best"]], [100 * pick["test"]], s=80, facecolors="none",
                    edgecolors="tab:red", linewidths=1.5, label="picked by validation")
+        stuck = [r for r in trained if r["val_best"] < LEARNED]
+        if stuck:  # they sit on one spot
+            ax.annotate(f"{len(stuck)} stuck at chance", (100 * stuck[0]["val_best"], 100 * stuck[0]["test"]),
+                        xytext=(12, 4), textcoords="offset points", fontsize=8, color="0.3")
         low, high = min(val + test) - 2, max(val + test) + 2
         ax.plot([low, high], [low, high], color="0.6", linestyle="--", linewidth=1, label="test = validation")
         ax.set_xlim(low, high)

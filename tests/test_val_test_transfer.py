@@ -2,12 +2,13 @@
 its analysis from run files alone, and its real training loop on synthetic data."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.benchmark_scripts import load_benchmark
-from tests.conftest import make_synthetic_root
+from tests.conftest import REPO, make_synthetic_root
 
 transfer = load_benchmark("val_test_transfer")
 MACHINE = {"cpu_model": "Test CPU", "cpu_family_model_stepping": ["6", "143", "8"], "logical_cores": 2}
@@ -69,3 +70,11 @@ def test_a_tiny_real_run_resumes_and_is_analysed_from_its_file(tmp_path: Path) -
     written = json.loads(transfer.write_analysis(out).read_text())
     assert written["runs"]["cnn_regularisation-1epochs"]["configurations"] == 4
     assert (tmp_path / "val_test_transfer.png").stat().st_size > 10_000
+
+
+def test_the_committed_tables_rebuild_from_the_committed_run_files(tmp_path: Path) -> None:
+    committed = REPO / "benchmarks" / "results"
+    shutil.copytree(committed / "val_test_transfer", tmp_path / "val_test_transfer")
+    rebuilt = transfer.write_analysis(tmp_path / "val_test_transfer")
+    assert json.loads(rebuilt.read_text()) == json.loads((committed / "val_test_transfer.json").read_text())
+    assert rebuilt.with_suffix(".md").read_text() == (committed / "val_test_transfer.md").read_text()
