@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from common import KMNIST_7K, RESULTS, machine, parser, write_results
+from common import KMNIST_7K, RESULTS, copy_root, machine, parser, write_results
 from optuna.trial import TrialState
 
 from objectives.cost import measure_latency
@@ -262,7 +261,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     root, log = args.out / "root", args.out / "log.txt"
     if not root.exists():  # a copy: nothing is ever written next to the shared files
-        shutil.copytree(args.source, root)
+        copy_root(args.source, root)
     storage = f"sqlite:///{args.out / 'budget.db'}"
     before, started = machine(), time.perf_counter()
     cpu_seconds: dict[str, float] = {}

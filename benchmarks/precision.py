@@ -21,7 +21,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import statistics
 import tempfile
 import time
@@ -35,6 +34,7 @@ from common import (
     BEST_CNN_BEYOND,
     KMNIST_7K,
     RESULTS,
+    copy_root,
     machine,
     median,
     parser,
@@ -349,7 +349,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-precision-") as tmp:
         root = Path(tmp) / "kmnist"
-        shutil.copytree(args.data_dir, root)  # never read the shared copy in place
+        copy_root(args.data_dir, root)  # never read the shared copy in place
         data = load_search_data("kmnist", root, VAL_FRACTION, TRAIN_SEED, torch.device("cpu"))
         print(f"{len(data.train)} train / {len(data.val)} validation images; load "
               f"{results['machine']['load_average_1m']}", flush=True)

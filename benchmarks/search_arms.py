@@ -24,7 +24,6 @@ import datetime as dt
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import optuna
-from common import KMNIST_7K, RESULTS, first_reaching, machine, write_results
+from common import KMNIST_7K, RESULTS, copy_root, first_reaching, machine, write_results
 from optuna.trial import FrozenTrial, TrialState
 
 REPO = Path(__file__).resolve().parents[1]
@@ -637,7 +636,7 @@ def main() -> None:
     machine_before = machine()
     with tempfile.TemporaryDirectory(prefix="search-arms-data-") as tmp:
         data_dir = Path(tmp) / "kmnist-7k"
-        shutil.copytree(args.source, data_dir)  # nothing may write into ../shared
+        copy_root(args.source, data_dir)  # nothing may write into ../shared
         if not args.analyse:
             # seed-major, so a part-run leaves whole seeds behind
             jobs = [["benchmarks/search_arms.py", "--run", arm, str(seed), "--budget", str(budget),

@@ -11,7 +11,10 @@ import contextlib
 import gzip
 import hashlib
 import io
+import os
+import shutil
 import struct
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +23,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from torchvision import datasets
 from torchvision.datasets.mnist import read_image_file, read_label_file
-from torchvision.datasets.utils import download_and_extract_archive, extract_archive
+from torchvision.datasets.utils import download_and_extract_archive
 
 from objectives.datasets import DATA_ENV, DATASET_CHOICES, RAW_FILES, DataUnavailableError
 
@@ -55,13 +58,27 @@ def raw_folder(source: str, data_dir: Path) -> Path:
 
 
 def _extract_local_archives(folder: Path) -> None:
-    # torchvision reads only decompressed IDX files; a user who copied the .gz files in
-    # should not need network access for torchvision to "download" them.
+    """Decompress the .gz files of a raw folder that have no IDX file beside them yet.
+
+    torchvision reads only decompressed IDX files; a user who copied the .gz files in should
+    not need network access for torchvision to "download" them. Each file is written under a
+    temporary name and renamed into place, so processes starting together on a fresh folder
+    (workers, `--jobs`) never read a half-written file, and a failed decompression leaves no
+    file that would later pass for a complete one.
+    """
     if not folder.is_dir():
         return
     for archive in folder.glob("*.gz"):
-        if not archive.with_suffix("").exists():
-            extract_archive(str(archive), str(folder))
+        target = archive.with_suffix("")
+        if target.exists():
+            continue
+        handle, partial = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".part")
+        try:
+            with os.fdopen(handle, "wb") as out, gzip.open(archive, "rb") as source:
+                shutil.copyfileobj(source, out, 1 << 20)
+            os.replace(partial, target)
+        finally:
+            Path(partial).unlink(missing_ok=True)
 
 
 def load_raw(dataset: str, data_dir: Path, train: bool,

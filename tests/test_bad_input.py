@@ -166,6 +166,57 @@ def test_broken_data_files(tmp_path, existing_db, how, fragment):
     assert digest(existing_db) == before
 
 
+def test_a_failed_decompression_leaves_no_file_that_passes_for_complete(tmp_path):
+    from objectives.data import load_raw
+    from objectives.datasets import DataUnavailableError
+
+    root = corrupt_root(tmp_path, "truncated")
+    raw = root / "KMNIST" / "raw"
+    with pytest.raises(DataUnavailableError, match="cannot decompress"):
+        load_raw("kmnist", root, train=True, download=False)
+    assert not (raw / "train-images-idx3-ubyte").exists()
+    assert not list(raw.glob(".*.part"))
+    # the same again: still the decompression error, not "unreadable or corrupt" from a half file
+    with pytest.raises(DataUnavailableError, match="cannot decompress"):
+        load_raw("kmnist", root, train=True, download=False)
+    make_synthetic_root(tmp_path / "data", n_train=100, n_test=20)  # a good archive again
+    images, labels = load_raw("kmnist", root, train=True, download=False)
+    assert images.shape == (100, 28, 28) and len(labels) == 100
+
+
+def test_processes_starting_together_on_a_fresh_root_read_only_complete_files(tmp_path):
+    """Several threads decompress one fresh root at once while another reads whatever IDX
+    file exists: every file it finds is complete (it appears only by a rename)."""
+    import threading
+
+    from objectives.data import _extract_local_archives
+
+    root = make_synthetic_root(tmp_path / "data", n_train=6000, n_test=20)
+    raw = root / "KMNIST" / "raw"
+    sizes = {a.with_suffix("").name: len(gzip.decompress(a.read_bytes())) for a in raw.glob("*.gz")}
+    seen: list[tuple[str, int]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            for name in sizes:
+                path = raw / name
+                if path.exists():
+                    seen.append((name, len(path.read_bytes())))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    workers = [threading.Thread(target=_extract_local_archives, args=(raw,)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    done.set()
+    watcher.join()
+    assert all(size == sizes[name] for name, size in seen)
+    assert {p.name for p in raw.iterdir()} == {*sizes, *(f"{n}.gz" for n in sizes)}  # no .part left
+
+
 def test_corrupt_storage_file(tmp_path, existing_db):
     broken = tmp_path / "broken.db"
     data = bytearray(existing_db.read_bytes())
