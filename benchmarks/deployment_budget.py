@@ -41,6 +41,7 @@ from objectives.cost import measure_latency
 from objectives.models import build_model, model_config
 from search.export import checked_params
 from search.front import COSTS, pareto_front, smallest_within
+from search.study import trial_source
 from storage.configs import read_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -113,7 +114,7 @@ def trial_summary(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     return {"trial": trial.number, "validation_accuracy": round(trial.value, 4),
             "param_count": attrs["param_count"], "forward_mflops": attrs["forward_mflops"],
             "latency_ms": attrs["latency_ms"], "latency_ms_batch256": attrs["latency_ms_batch256"],
-            "source": attrs.get("documented_experiment", "sampled")}
+            "source": trial_source(trial)}
 
 
 def over_budget(trial: optuna.trial.FrozenTrial) -> bool:
@@ -123,7 +124,7 @@ def over_budget(trial: optuna.trial.FrozenTrial) -> bool:
 def study_summary(study: optuna.Study, budget: int | None) -> dict[str, Any]:
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     complete = [t for t in finished if t.state == TrialState.COMPLETE]
-    sampled = [t for t in finished if "documented_experiment" not in t.user_attrs]
+    sampled = [t for t in finished if trial_source(t) == "sampled"]  # not replays, not recipes
     startup = 10  # TPE's random start-up trials; after them it samples from its model
     over = [t for t in finished if over_budget(t)]
     summary: dict[str, Any] = {
