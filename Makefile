@@ -20,10 +20,11 @@ search: setup
 	$(BIN)/kmnist-search start --space $(SPACE) --trials $(TRIALS)
 
 # one pytest-xdist worker per core (TEST_WORKERS=0: one process); worksteal hands each worker
-# a contiguous share, so a file's module fixtures are mostly built once, and rebalances the tail
+# a contiguous share, so a file's module fixtures are mostly built once, and rebalances the tail;
+# the 15 slowest tests are listed at the end
 TEST_WORKERS ?= auto
 test: setup
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 lint: setup
 	$(BIN)/ruff check .
