@@ -107,28 +107,44 @@ OFFSETS = ((6, 5), (6, -11), (-6, 5), (-6, -11), (0, 10), (0, -15), (12, 0), (-1
 
 
 def label_points(ax: Axes, xs: Sequence[float], ys: Sequence[float], texts: Sequence[str],
-                 **text_kw: object) -> list:
-    """Label each point beside it, trying offsets until the label overlaps neither an earlier
-    label nor another labelled point; a label with no free place is left out (its point
-    still shows). Returns the labels placed."""
+                 avoid: Sequence[tuple[float, float]] = (),
+                 avoid_lines: Sequence[Sequence[tuple[float, float]]] = (), **text_kw: object) -> list:
+    """Label each point beside it, trying offsets until the label covers no earlier label, no
+    other point (labelled, or in `avoid`) and no line of `avoid_lines` (polylines in data
+    coordinates); a label with no free place is left out (its point still shows). Returns
+    the labels placed."""
     fig = ax.figure
     fig.canvas.draw()  # text extents need a renderer and final limits
     renderer = fig.canvas.get_renderer()
     points = ax.transData.transform(list(zip(xs, ys, strict=True)))
+    obstacles = [*(ax.transData.transform(list(avoid)) if len(avoid) else []),
+                 *(q for line in avoid_lines for q in _along(ax.transData.transform(list(line))))]
+    frame = ax.get_window_extent(renderer)
     placed: list = []
     boxes: list = []
     for i, ((x, y), text) in enumerate(zip(zip(xs, ys, strict=True), texts, strict=True)):
+        own = points[i]
         for dx, dy in OFFSETS:
             label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy),
                                 ha="left" if dx > 0 else "right" if dx < 0 else "center",
                                 va="bottom" if dy >= 0 else "top", **text_kw)
             box = label.get_window_extent(renderer).expanded(1.05, 1.1)
             hits_point = any(box.contains(px, py) for j, (px, py) in enumerate(points) if j != i)
-            inside = ax.get_window_extent(renderer).contains(box.x0, box.y0) and \
-                ax.get_window_extent(renderer).contains(box.x1, box.y1)
-            if inside and not hits_point and not any(box.overlaps(b) for b in boxes):
+            # a label may touch its own point (and the line through it), not anything else
+            hits_obstacle = any(box.contains(ox, oy) and math.dist((ox, oy), own) > 4 for ox, oy in obstacles)
+            inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
+            if inside and not hits_point and not hits_obstacle and not any(box.overlaps(b) for b in boxes):
                 placed.append(label)
                 boxes.append(box)
                 break
             label.remove()
     return placed
+
+
+def _along(vertices: Sequence[Sequence[float]], step: float = 3.0) -> list[tuple[float, float]]:
+    """Points every `step` display pixels along a polyline, so a label box can test for it."""
+    out: list[tuple[float, float]] = []
+    for (x0, y0), (x1, y1) in zip(vertices[:-1], vertices[1:], strict=True):
+        n = max(1, int(math.dist((x0, y0), (x1, y1)) / step))
+        out += [(x0 + (x1 - x0) * k / n, y0 + (y1 - y0) * k / n) for k in range(n + 1)]
+    return out

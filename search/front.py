@@ -105,7 +105,13 @@ def plot_front(trials: list[FrozenTrial], front: list[FrozenTrial], cost: CostLi
         ax.margins(x=0.08, y=0.12)
         ax.set_title(title)
         fig.legend(loc="outside lower center", ncols=2)
-        label_points(ax, *xy(front), [f"#{t.number}" for t in front], fontsize=8, color=COLOURS["front"])
+        # the staircase as drawn ("post": along, then up), so no label sits on it or on a dot
+        front_x, front_y = xy(front)
+        stairs = [q for i in range(len(front)) for q in
+                  ([(front_x[i], front_y[i - 1])] if i else []) + [(front_x[i], front_y[i])]]
+        others = list(zip(*xy(off_front), strict=True))
+        label_points(ax, front_x, front_y, [f"#{t.number}" for t in front], avoid=others,
+                     avoid_lines=[stairs], fontsize=8, color=COLOURS["front"])
         return save_figure(fig, path)
 
 

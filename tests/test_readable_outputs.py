@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from wsgiref.util import setup_testing_defaults
 
+import numpy as np
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution
@@ -53,6 +54,34 @@ def test_labels_of_crowded_points_never_overlap():
     assert len(placed) >= 4  # most find a free place
     assert not overlapping(placed)
     plt.close(fig)
+
+
+def test_labels_keep_off_other_dots_and_the_staircase():
+    import matplotlib.pyplot as plt
+
+    def label_centre(**avoiding) -> tuple:
+        """Where the label of the point (5, 5) goes, in data coordinates, and its box."""
+        fig, ax = plt.subplots()
+        ax.set_xlim(0, 10)
+        ax.set_ylim(0, 10)
+        placed = label_points(ax, [5.0], [5.0], ["#1"], **avoiding)
+        assert len(placed) == 1
+        box = placed[0].get_window_extent()
+        centre = ax.transData.inverted().transform([((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2)])[0]
+        plt.close(fig)
+        return tuple(centre), (ax, box)
+
+    with figure_style():
+        first, _ = label_centre()
+        dot = first  # a dot exactly where the label went: it must move
+        second, (ax, box) = label_centre(avoid=[dot])
+        assert not box.contains(*ax.transData.transform([dot])[0])
+        line = [(first[0] - 3, second[1]), (first[0] + 3, second[1])]  # and a line where it went next
+        third, (ax, box) = label_centre(avoid=[dot], avoid_lines=[line])
+        assert not box.contains(*ax.transData.transform([dot])[0])
+        for x in np.linspace(line[0][0], line[1][0], 25):
+            assert not box.contains(*ax.transData.transform([(x, second[1])])[0])
+        assert len({first, second, third}) == 3
 
 
 def test_counts_read_short():
