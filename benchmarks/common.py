@@ -182,3 +182,12 @@ def copy_root(source: Path, target: Path) -> Path:
             (target / file.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(file, target / file.relative_to(source))
     return target
+
+
+def distinct(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each different row once, in first-seen order (dicts are not hashable)."""
+    seen: list[dict[str, Any]] = []
+    for row in rows:
+        if row not in seen:
+            seen.append(row)
+    return seen

@@ -43,7 +43,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from common import KMNIST_7K, RESULTS, copy_root, machine
+from common import KMNIST_7K, RESULTS, copy_root, distinct, machine
 from search_arms import run_all
 
 SOURCE = KMNIST_7K
@@ -234,8 +234,8 @@ def pick_run(space: str, seed: int, minutes: float, epochs: int | None, data_dir
     re-evaluated pick, each retrained and tested (once, when they are the same trial)."""
     import optuna
 
-    from search.reevaluate import RESULT_PREFIX
-    from search.study import stored_pick
+    from search.reevaluate import stored_result
+    from search.study import leaderboard, stored_pick
 
     single = search_run(space, seed, minutes, epochs, data_dir, work)
     log, storage = work / "log.txt", f"sqlite:///{work}/study.db"
@@ -246,8 +246,8 @@ def pick_run(space: str, seed: int, minutes: float, epochs: int | None, data_dir
     pick = stored_pick(study)
     if pick is None:
         raise RuntimeError("reevaluate recorded no pick")
-    folds = {int(key.removeprefix(RESULT_PREFIX)): value for key, value in study.user_attrs.items()
-             if key.startswith(RESULT_PREFIX)}
+    reevaluated = sorted(filter(None, (stored_result(study, t.number) for t in leaderboard(study, PICK_TOP))),
+                         key=lambda r: r.trial)
     if pick["trial"] == single["chosen"]["trial"]:
         picked = {"chosen": single["chosen"], "official_test_accuracy": single["official_test_accuracy"]}
     else:
@@ -266,9 +266,8 @@ def pick_run(space: str, seed: int, minutes: float, epochs: int | None, data_dir
             "same_trial": pick["trial"] == single["chosen"]["trial"],
             "single_best": {k: single[k] for k in ("chosen", "official_test_accuracy", "seconds")},
             "reevaluated": {**picked, "fold_mean": pick["mean"], "fold_std": pick["std"]},
-            "reevaluations": [{"trial": t, "validation_accuracy": v["validation_accuracy"], "mean": v["mean"],
-                               "std": v["std"], "epochs": v["epochs"], "seconds": v["seconds"]}
-                              for t, v in sorted(folds.items())],
+            "reevaluations": [{"trial": r.trial, "validation_accuracy": r.validation_accuracy, "mean": r.mean,
+                               "std": r.std, "epochs": r.epochs, "seconds": r.seconds} for r in reevaluated],
             "reevaluation_training_seconds": pick["seconds"], "seconds": seconds,
             # the pick is what this arm hands over
             "official_test_accuracy": picked["official_test_accuracy"], "test_images": single["test_images"]}
@@ -474,14 +473,6 @@ def paired_picks(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 for arm in ("single_best", "reevaluated")},
         reevaluation_minutes_median=statistics.median(s["reevaluation_seconds"] for s in seeds) / 60)
     return result
-
-
-def distinct(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    seen: list[dict[str, Any]] = []
-    for row in rows:
-        if row not in seen:
-            seen.append(row)
-    return seen
 
 
 def _pct(value: float | None) -> str:

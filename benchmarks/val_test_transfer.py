@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import KMNIST_7K, RESULTS, copy_root, machine
+from common import KMNIST_7K, RESULTS, copy_root, distinct, machine
 
 OUT = RESULTS / "val_test_transfer"
 DATASET = "kmnist"
@@ -229,11 +229,8 @@ def plot(groups: dict[str, list[dict[str, Any]]], path: Path) -> None:
 def write_analysis(out: Path) -> Path:
     groups = {p.stem: load_rows(p) for p in sorted(out.glob("*.jsonl"))}
     rows = [row for group in groups.values() for row in group]
-    machines: list[dict[str, Any]] = []
-    for row in rows:
-        m = {k: row["machine"].get(k) for k in ("cpu_model", "cpu_family_model_stepping", "logical_cores")}
-        if m not in machines:
-            machines.append(m)
+    machines = distinct([{k: row["machine"].get(k) for k in ("cpu_model", "cpu_family_model_stepping",
+                                                             "logical_cores")} for row in rows])
     results = {"benchmark": "val_test_transfer", "data": "kmnist-7k: the search's split of the 7,011 "
                "training images; the official 10,000 test images", "top": TOP,
                "runs": {name: analyse_rows(group) for name, group in groups.items()}, "machines": machines}

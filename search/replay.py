@@ -202,17 +202,22 @@ class ReplayRequest:
     accuracy_tolerance: float = 0.01
     artifact_dir: Path | None = None
 
+    def experiments_and_data(self) -> tuple[list[tuple[SearchSpace, DocumentedExperiment]], Callable]:
+        """The experiments to replay, and the loader of their datasets on the request's device."""
+        from objectives.training import resolve_device
+
+        return (choose_experiments(self.spaces, self.report),
+                data_loader(self.data_dir, self.val_fraction, self.seed, resolve_device(self.device)))
+
 
 def replay_documented(request: ReplayRequest,
                       say: Callable[[str], None] = lambda _: None) -> tuple[list[AuditRow], list[Path]]:
     """Replay the chosen experiments into the storage and write the audit; one headline row
     per experiment and the files written."""
-    from objectives.training import resolve_device
     from storage.artifacts import artifact_dir, open_artifact_store
     from storage.urls import open_storage
 
-    chosen = choose_experiments(request.spaces, request.report)
-    load = data_loader(request.data_dir, request.val_fraction, request.seed, resolve_device(request.device))
+    chosen, load = request.experiments_and_data()
     store = open_artifact_store(artifact_dir(request.storage, request.artifact_dir))
     summary, claims = replay_and_audit(chosen, open_storage(request.storage), store, load, request.dataset,
                                        request.max_epochs, request.seed, request.accuracy_tolerance, say)
@@ -220,6 +225,7 @@ def replay_documented(request: ReplayRequest,
     header = (f"Data: {request.data_dir}; {cap}; validation fraction {request.val_fraction:.3g}; "
               f"seed {request.seed}; accuracy tolerance {100 * request.accuracy_tolerance:g} points.")
     return summary, write_audit(request.out, summary, claims, header)
+
 
 def choose_experiments(spaces: Iterable[SearchSpace], report: str | None) -> list[tuple[SearchSpace,
                                                                                         DocumentedExperiment]]:

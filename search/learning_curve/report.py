@@ -226,22 +226,18 @@ def audit_and_write(request: ReplayRequest, settings: CurveSettings, validate_up
                     ) -> tuple[list[CurveAuditRow], list[Validation], list[Path]]:
     """`replay --learning-curve`: the chosen experiments' curves into the storage, the audit of
     their claims, and its files; the rows, the extrapolation checks and the paths written."""
-    from objectives.training import resolve_device
     from search.learning_curve.audit import audit_by_curves
-    from search.replay import choose_experiments, data_loader
     from storage.urls import open_storage
 
-    chosen = choose_experiments(request.spaces, request.report)
-    device = resolve_device(request.device)
-    load = data_loader(request.data_dir, request.val_fraction, request.seed, device)
+    chosen, load = request.experiments_and_data()
     rows, runs, validations = audit_by_curves(open_storage(request.storage), chosen, load, request.dataset,
                                               settings, validate_up_to, request.accuracy_tolerance,
                                               report=say)
-    epochs = f"capped at {settings.max_epochs}" if settings.max_epochs else ""
+    cap = f"documented epochs capped at {settings.max_epochs}" if settings.max_epochs else "documented epochs"
     sizes = ", ".join(str(n or "all") for n in settings.sizes)
-    header = (f"Data: `{request.data_dir}`; documented epochs{' ' + epochs if epochs else ''} (documented "
-              f"early stopping applies); validation fraction {request.val_fraction:.3g} held out once; "
-              f"sizes {sizes}; {settings.seeds} seeds from {settings.seed}; "
-              f"{100 * settings.level:.0f}% prediction intervals from {settings.bootstrap} bootstrap refits; "
-              f"accuracy tolerance {100 * request.accuracy_tolerance:g} points.")
+    header = (f"Data: `{request.data_dir}`; {cap} (documented early stopping applies); validation "
+              f"fraction {request.val_fraction:.3g} held out once; sizes {sizes}; "
+              f"{settings.seeds} seeds from {settings.seed}; {100 * settings.level:.0f}% prediction "
+              f"intervals from {settings.bootstrap} bootstrap refits; accuracy tolerance "
+              f"{100 * request.accuracy_tolerance:g} points.")
     return rows, validations, write_curve_audit(request.out, rows, runs, validations, header)
