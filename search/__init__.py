@@ -9,6 +9,7 @@
 - learning_curve/: the learning-curve audit (`replay --learning-curve`).
 - reevaluate.py, retrain.py, export.py, front.py: cross-validating the top trials,
   retraining a pick, exporting configurations, accuracy against cost.
+- run_folder.py: a retrained run's folder, its files and the checks made before training.
 - dashboard.py, evidence.py, figure_style.py: the dashboard, its per-trial evidence, figures.
 - report_format.py: how audits and notes write values, differences and paths.
 

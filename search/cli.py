@@ -585,9 +585,11 @@ def cmd_front(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_retrain(args: argparse.Namespace, console: Console) -> int:
-    from search.retrain import legacy_models, link_to_study, prepare_run, retrain
+    from search.run_folder import legacy_models, prepare_run
 
     config, params, out = prepare_run(args.config, args.out, args.seeds, args.force)
+    from search.retrain import link_to_study, retrain  # torch and the data only after the checks
+
     if args.threads:
         import torch
 
@@ -609,6 +611,9 @@ def cmd_retrain(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
+    from search.run_folder import checked_run
+
+    checked_run(args.run)  # a wrong folder is refused before torch is imported
     from search.retrain import evaluate_run
 
     # the data come from the user (--data-dir or the default), never from the run folder

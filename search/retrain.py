@@ -31,16 +31,18 @@ from search.evidence import (
     write_confusion_csv,
 )
 from search.export import checked_params
+from search.run_folder import (
+    MODEL_FILE,
+    MODEL_FORMAT,
+    MODEL_SUFFIX,
+    RETRAIN_FIX,
+    checked_run,
+    recorded_accuracy,
+)
 from spaces.base import UnknownSpaceError
 from spaces.documented import ALL_EXPERIMENTS
-from storage.artifacts import safe_slug
-from storage.configs import OPTIONAL_KEYS, REQUIRED_KEYS, ConfigError, check_fields, read_config
+from storage.configs import OPTIONAL_KEYS, REQUIRED_KEYS, ConfigError, check_fields
 from storage.urls import redact_url
-
-MODEL_FORMAT = "kmnist-search-model/2"  # /1 was a torch.save file (model.pt)
-MODEL_SUFFIX = ".safetensors"
-MODEL_FILE, LEGACY_MODEL_FILE = f"model{MODEL_SUFFIX}", "model.pt"
-RETRAIN_FIX = "retrain its configuration with `kmnist-search retrain CONFIG` to get a new model file"
 
 
 @dataclass(frozen=True)
@@ -99,32 +101,6 @@ SAVED_INFO_FIELDS = tuple(f.name for f in fields(SavedModelInfo))
 
 def save_model(path: Path, model: torch.nn.Module, info: SavedModelInfo) -> None:
     save_tensor_file(path, MODEL_FORMAT, {**asdict(info), "state_dict": model.state_dict()})
-
-
-def model_file(run: Path) -> Path:
-    """The run folder's model file; TensorFileError for a folder of the torch.save era."""
-    path = run / MODEL_FILE
-    if not path.exists() and (run / LEGACY_MODEL_FILE).exists():
-        raise TensorFileError(f"{run / LEGACY_MODEL_FILE} predates the safe model format (a torch.save "
-                              f"file, which could run code if loaded) and is not loaded: {RETRAIN_FIX}")
-    return path
-
-
-def legacy_models(run: Path) -> list[Path]:
-    """torch.save model files an older version left in a run folder. They are never loaded, and
-    never deleted either: only the user can tell whether they are ours."""
-    return [path for path in (run / LEGACY_MODEL_FILE, *sorted((run / "models").glob("seed-*.pt")))
-            if path.is_file()]
-
-
-def default_run_folder(config: dict[str, Any]) -> Path:
-    """runs/<study>-trial<N> under the working folder, the study's name made a safe file name:
-    a configuration received from someone else must not choose where files are written."""
-    provenance = config.get("provenance") or {}
-    trial = provenance.get("trial")
-    name = safe_slug(str(provenance.get("study") or config["space"]))
-    folder = f"{name}-trial{trial}" if isinstance(trial, int) and not isinstance(trial, bool) else name
-    return Path("runs") / folder
 
 
 MAX_MODEL_PARAMS = 50_000_000  # far above any model of the spaces (the largest is ~2M)
@@ -325,31 +301,6 @@ def report_text(config: dict[str, Any], metrics: dict[str, Any]) -> str:
 
 # --- the `retrain` and `evaluate` commands as library calls ---
 
-MAX_RETRAIN_SEEDS = 100
-MAX_METRICS_BYTES = 1_000_000
-
-
-def prepare_run(config_path: Path, out: Path | None, seeds: int,
-                force: bool) -> tuple[dict[str, Any], dict[str, Any], Path]:
-    """The checked configuration, its parameters and the run folder (created), before any
-    training: ConfigError for a bad file, too many seeds or a folder that holds a run."""
-    config = read_config(config_path)
-    try:
-        _, params = checked_params(config)
-    except (ConfigError, UnknownSpaceError) as error:
-        raise ConfigError(f"{config_path}: {error}") from None
-    if seeds > MAX_RETRAIN_SEEDS:
-        raise ConfigError(f"--seeds {seeds} is over {MAX_RETRAIN_SEEDS}: retrain fewer seeds")
-    out = out or default_run_folder(config)  # a path from the user, or a safe name under ./runs
-    if (out / "metrics.json").exists() and not force:
-        raise ConfigError(f"{out} already holds a retrained run: pass --force or choose another -o")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f"cannot create {out} ({error.strerror}): choose a writable -o") from None
-    return config, params, out
-
-
 def retrain(config: dict[str, Any], params: dict[str, Any], out: Path, seeds: list[int], data_dir: Path,
             device: str = "auto") -> dict[str, Any]:
     """Train and test once per seed and write the run folder; returns its metrics."""
@@ -419,11 +370,7 @@ class RunEvaluation:
 def evaluate_run(run: Path, data_dir: Path, device: str = "auto") -> RunEvaluation:
     """Reload a run folder's model and test it again on the test images under `data_dir`
     (never a path the folder names; nothing is downloaded)."""
-    metrics_path = run / "metrics.json"
-    model_path = model_file(run)
-    if not model_path.exists() or not metrics_path.exists():
-        raise ConfigError(f"{run} holds no {model_path.name} and metrics.json: give a folder "
-                          "written by `kmnist-search retrain`")
+    model_path, metrics_path = checked_run(run)
     torch_device = resolve_device(device)
     model, saved = load_saved_model(model_path, torch_device)
     recorded = recorded_accuracy(metrics_path, saved.seed)
@@ -432,19 +379,3 @@ def evaluate_run(run: Path, data_dir: Path, device: str = "auto") -> RunEvaluati
     details = test_metrics(labels.numpy(), evaluation.predictions.numpy(), saved.num_classes,
                            saved.config["dataset"])
     return RunEvaluation(evaluation.accuracy, evaluation.loss, len(labels), saved.seed, recorded, details)
-
-
-def recorded_accuracy(metrics_path: Path, seed: int) -> float:
-    """The test accuracy a run's metrics.json records for `seed`, checked before it is used."""
-    try:
-        if metrics_path.stat().st_size > MAX_METRICS_BYTES:
-            raise ValueError(f"over {MAX_METRICS_BYTES:,} bytes")
-        recorded = json.loads(metrics_path.read_text())
-        accuracy = mapping(mapping(recorded, "metrics")["test_accuracy"], "test_accuracy")
-        per_seed = mapping(accuracy["per_seed"], "test_accuracy.per_seed", max_keys=1000)
-        return number(per_seed[str(seed)], f"test_accuracy.per_seed.{seed}", 0, 1)
-    except (KeyError, TypeError, SchemaError):
-        raise ConfigError(f"{metrics_path} lacks seed {seed}'s test accuracy (a number from 0 to 1): "
-                          "retrain to write a new run") from None
-    except (OSError, ValueError, RecursionError) as error:
-        raise ConfigError(f"cannot read {metrics_path} ({error}): retrain to write a new run") from None

@@ -35,7 +35,8 @@ from objectives.training import (
 from search import cli, worker
 from search.dashboard import HostCheck, allowed_hosts
 from search.export import as_plain, checked_params
-from search.retrain import SavedModelInfo, default_run_folder, load_saved_model, redacted, save_model
+from search.retrain import SavedModelInfo, load_saved_model, redacted, save_model
+from search.run_folder import default_run_folder
 from search.study import CheckpointPaths, SearchSettings, StudyMismatchError
 from spaces import get_space
 from storage.configs import FORMAT, ConfigError, read_config
