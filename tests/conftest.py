@@ -54,6 +54,23 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["OMP_NUM_THREADS"] = "1"
 
 
+# The modules whose tests run whole searches in subprocesses, longest first (per-module times
+# from `make test --durations`). pytest-xdist's worksteal hands each worker a contiguous half of
+# the collection and moves work from the back of a queue, so starting these first leaves short
+# tests for the end and the workers finish together. The order changes only when the suite ends.
+LONGEST_FIRST = ("test_official_test.py", "test_workers.py", "test_learning_curve.py", "test_replay.py",
+                 "test_dashboard.py", "test_cli_start.py", "test_fleet.py", "test_export_retrain.py",
+                 "test_readme.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each module keeps its own order, so module fixtures are built once
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_synthetic_root(tmp_path_factory.mktemp("synthetic"))

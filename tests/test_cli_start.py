@@ -7,7 +7,7 @@ import torch
 
 from search.study import FINISHED
 from spaces import get_space
-from tests.conftest import join_in_process, run_cli, start_in_process
+from tests.conftest import join_in_process, run_cli, run_main, start_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -16,10 +16,10 @@ def load(db, name="mlp_regularisation"):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
 
 
-def start(tmp_path, root, trials, *extra, space="mlp_regularisation"):
-    return run_cli("start", "--space", space, "--trials", str(trials), "--epochs", "1",
-                   "--storage", f"sqlite:///{tmp_path / 'k.db'}", "--data-dir", str(root), *extra,
-                   cwd=tmp_path)
+def start(tmp_path, root, trials, *extra, space="mlp_regularisation", run=run_cli):
+    return run("start", "--space", space, "--trials", str(trials), "--epochs", "1",
+               "--storage", f"sqlite:///{tmp_path / 'k.db'}", "--data-dir", str(root), *extra,
+               cwd=tmp_path)
 
 
 def search(tmp_path, root, trials, **request):
@@ -39,14 +39,15 @@ def test_replays_first_then_tops_up_to_the_total_then_does_nothing(tmp_path, syn
     assert sources[2] is None  # then the sampler takes over
     assert "trial   2" in first.stdout and "rank" in first.stdout
 
-    second = start(tmp_path, synthetic_root, 5, space=space)
+    # resuming is the study's behaviour, not the process's: the same `main`, in this process
+    second = start(tmp_path, synthetic_root, 5, space=space, run=run_main)
     assert second.returncode == 0, second.stderr
     study = load(db, space)
     assert len(study.get_trials(states=FINISHED)) == 5
     documented = [t for t in study.trials if "documented_experiment" in t.user_attrs]
     assert len(documented) == 2  # re-running never enqueues them twice
 
-    third = start(tmp_path, synthetic_root, 5, space=space)
+    third = start(tmp_path, synthetic_root, 5, space=space, run=run_main)
     assert third.returncode == 0, third.stderr
     assert "nothing to do" in third.stdout
     assert len(load(db, space).trials) == 5

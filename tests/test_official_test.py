@@ -163,12 +163,12 @@ def test_smoke_of_the_real_pipeline_writes_official_test_accuracies(tmp_path: Pa
     out = tmp_path / "official_test"
     # the pick arm runs the search arm's start -> export -> retrain, then reevaluate
     command = [sys.executable, "benchmarks/official_test.py", "--space", "mlp_regularisation", "--seeds", "0",
-               "--arms", "pick,documented,optuna_example,knn", "--minutes", "0.5", "--epochs", "1",
+               "--arms", "pick,documented,optuna_example,knn", "--minutes", "0.3", "--epochs", "1",
                "--source", str(root), "--out-dir", str(out)]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("mlp_regularisation-pick-seed-0", "mlp_regularisation-documented-seed-0",
-                 "optuna_example-0.5min-seed-0", "knn-seed-0"):
+                 "optuna_example-0.3min-seed-0", "knn-seed-0"):
         path = out / "runs" / f"{name}.json"
         assert path.exists(), result.stdout[-3000:]
         record = json.loads(path.read_text())
