@@ -128,8 +128,9 @@ BAD_INPUTS = [
 ]
 
 
-# each command's first case, and an option's bad value, run as real processes; the others call
-# the same `main` in the test's process (a process costs seconds of imports)
+# each command's first case, and an option's bad value, run as real processes; the others, and
+# the tests below whose subject is what `start` checks rather than the process, call the same
+# `main` in the test's process (a process costs seconds of imports)
 IN_A_PROCESS = {tuple(args) for args in {args[0]: args for args, _ in reversed(BAD_INPUTS)}.values()} | {
     tuple(BAD_INPUTS[1][0])}
 
@@ -160,8 +161,8 @@ def corrupt_root(tmp_path, how):
 def test_broken_data_files(tmp_path, existing_db, how, fragment):
     before = digest(existing_db)
     root = corrupt_root(tmp_path, how)
-    result = run_cli("start", "--space", "mlp_regularisation", "--study", "fresh", "--storage",
-                     f"sqlite:///{existing_db}", "--data-dir", str(root), cwd=tmp_path)
+    result = run_main("start", "--space", "mlp_regularisation", "--study", "fresh", "--storage",
+                      f"sqlite:///{existing_db}", "--data-dir", str(root), cwd=tmp_path)
     check_one_line_error(result, fragment)
     assert digest(existing_db) == before
 
@@ -231,8 +232,8 @@ def test_corrupt_storage_file(tmp_path, existing_db):
 def test_storage_file_that_is_not_a_database(tmp_path, synthetic_root):
     notes = tmp_path / "notes.db"
     notes.write_text("my precious notes\n")
-    result = run_cli("start", "--space", "mlp_regularisation", "--storage", f"sqlite:///{notes}",
-                     "--data-dir", str(synthetic_root), cwd=tmp_path)
+    result = run_main("start", "--space", "mlp_regularisation", "--storage", f"sqlite:///{notes}",
+                      "--data-dir", str(synthetic_root), cwd=tmp_path)
     check_one_line_error(result, "not a SQLite database")
     assert notes.read_text() == "my precious notes\n"
 
@@ -241,8 +242,8 @@ def test_missing_data_offline_names_the_files_and_the_folder(tmp_path, existing_
     before = digest(existing_db)
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = run_cli("start", "--space", "mlp_regularisation", "--study", "fresh", "--trials", "2",
-                     "--storage", f"sqlite:///{existing_db}", "--data-dir", str(empty), cwd=tmp_path)
+    result = run_main("start", "--space", "mlp_regularisation", "--study", "fresh", "--trials", "2",
+                      "--storage", f"sqlite:///{existing_db}", "--data-dir", str(empty), cwd=tmp_path)
     check_one_line_error(result, "download failed", "train-images-idx3-ubyte.gz",
                          str(empty / "KMNIST" / "raw"))
     assert digest(existing_db) == before  # no empty study was created
@@ -250,9 +251,9 @@ def test_missing_data_offline_names_the_files_and_the_folder(tmp_path, existing_
 
 def test_study_created_for_another_dataset(tmp_path, existing_db, synthetic_root):
     before = digest(existing_db)
-    result = run_cli("start", "--space", "mlp_regularisation", "--trials", "3", "--dataset", "mnist",
-                     "--storage", f"sqlite:///{existing_db}", "--data-dir", str(synthetic_root),
-                     cwd=tmp_path)
+    result = run_main("start", "--space", "mlp_regularisation", "--trials", "3", "--dataset", "mnist",
+                      "--storage", f"sqlite:///{existing_db}", "--data-dir", str(synthetic_root),
+                      cwd=tmp_path)
     check_one_line_error(result, "created with dataset 'kmnist'", "--study")
     assert digest(existing_db) == before
 
@@ -268,8 +269,8 @@ def test_budget_no_model_meets_stops_after_a_few_trials(tmp_path, existing_db, s
                                                        value, fragments):
     before = digest(existing_db)
     url = f"sqlite:///{tmp_path / 'k.db'}"
-    result = run_cli("start", "--space", space, "--trials", "50", option, value, "--threads", "1",
-                     "--storage", url, "--data-dir", str(synthetic_root), cwd=tmp_path)
+    result = run_main("start", "--space", space, "--trials", "50", option, value, "--threads", "1",
+                      "--storage", url, "--data-dir", str(synthetic_root), cwd=tmp_path)
     check_one_line_error(result, *fragments)
     trials = optuna.load_study(study_name=space, storage=url).get_trials(states=(TrialState.PRUNED,))
     assert len(trials) == INFEASIBLE_STREAK  # pruned before training, then the search stopped

@@ -166,8 +166,8 @@ def test_replay_learning_curve_on_synthetic_data_resumes_and_refuses_other_setti
     assert {t.state for t in curve_trials(db)} == {optuna.trial.TrialState.COMPLETE}
     assert len(read_rows(tmp_path / "audit" / "curve-runs.csv")) == 45
 
-    other = run_cli(*[("2" if a == "1" and command[i - 1] == "--max-epochs" else a)
-                      for i, a in enumerate(command)], cwd=tmp_path)
+    other = run_main(*[("2" if a == "1" and command[i - 1] == "--max-epochs" else a)
+                       for i, a in enumerate(command)], cwd=tmp_path)
     assert other.returncode == 2 and "made with max_epochs 1 (now 2)" in other.stderr
     assert len(other.stderr.strip().splitlines()) == 1
 
@@ -175,9 +175,9 @@ def test_replay_learning_curve_on_synthetic_data_resumes_and_refuses_other_setti
 @pytest.mark.slow
 def test_replay_learning_curve_says_why_mnist_experiments_did_not_run(tmp_path):
     root = make_synthetic_root(tmp_path / "data", n_train=120, n_test=40)
-    result = run_cli("replay", "--space", "cnn_regularisation", "--learning-curve", "--storage",
-                     f"sqlite:///{tmp_path / 'c.db'}", "--data-dir", str(root), "--out", str(tmp_path / "a"),
-                     cwd=tmp_path)
+    result = run_main("replay", "--space", "cnn_regularisation", "--learning-curve", "--storage",
+                      f"sqlite:///{tmp_path / 'c.db'}", "--data-dir", str(root), "--out", str(tmp_path / "a"),
+                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     claims = read_rows(tmp_path / "a" / "audit.csv")
     assert {c["dataset"] for c in claims} == {"mnist", "mnist-merged4"}
