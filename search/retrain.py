@@ -33,7 +33,6 @@ from search.evidence import (
 from search.export import checked_params
 from search.run_folder import (
     MODEL_FILE,
-    MODEL_FORMAT,
     MODEL_SUFFIX,
     RETRAIN_FIX,
     checked_run,
@@ -43,6 +42,8 @@ from spaces.base import UnknownSpaceError
 from spaces.documented import ALL_EXPERIMENTS
 from storage.configs import OPTIONAL_KEYS, REQUIRED_KEYS, ConfigError, check_fields
 from storage.urls import redact_url
+
+MODEL_FORMAT = "kmnist-search-model/2"  # /1 was a torch.save file (model.pt)
 
 
 @dataclass(frozen=True)

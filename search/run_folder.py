@@ -18,7 +18,6 @@ from spaces.base import UnknownSpaceError
 from storage.artifacts import safe_slug
 from storage.configs import ConfigError, read_config
 
-MODEL_FORMAT = "kmnist-search-model/2"  # /1 was a torch.save file (model.pt)
 MODEL_SUFFIX = ".safetensors"
 MODEL_FILE, LEGACY_MODEL_FILE = f"model{MODEL_SUFFIX}", "model.pt"
 RETRAIN_FIX = "retrain its configuration with `kmnist-search retrain CONFIG` to get a new model file"
@@ -73,6 +72,7 @@ def prepare_run(config_path: Path, out: Path | None, seeds: int,
     except OSError as error:
         raise ConfigError(f"cannot create {out} ({error.strerror}): choose a writable -o") from None
     return config, params, out
+
 
 def checked_run(run: Path) -> tuple[Path, Path]:
     """The model file and metrics.json of a folder `retrain` wrote; ConfigError otherwise."""
