@@ -129,8 +129,9 @@ def confusion_figure(matrix: np.ndarray, title: str, dataset: str | None) -> Fig
     ax.imshow(matrix, cmap="Blues")
     threshold = matrix.max() / 2
     for (row, col), count in np.ndenumerate(matrix):
+        # inside the axes anyway: left out of the layout, whose cost grows with every text
         ax.text(col, row, str(count), ha="center", va="center", fontsize=6,
-                color="white" if count > threshold else "black")
+                color="white" if count > threshold else "black", in_layout=False)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     text = {"fontfamily": font} if font else {}

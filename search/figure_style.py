@@ -17,8 +17,10 @@ from typing import ParamSpec, TypeVar
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.image  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
@@ -56,7 +58,15 @@ def styled(draw: Callable[P, R]) -> Callable[P, R]:
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=DPI)
+    """Write `fig` to `path` as a PNG at DPI and close it. One draw lays out and renders:
+    `savefig` draws twice with a layout engine (once only to lay out), for the same bytes.
+    Per-trial evidence is drawn for every trial, so the second draw was search time."""
+    if Path(path).suffix.lower() != ".png":
+        raise ValueError(f"{path}: figures are written as PNG; name the file .png")
+    fig.set_dpi(DPI)
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    matplotlib.image.imsave(path, canvas.buffer_rgba(), format="png", dpi=DPI)
     plt.close(fig)
     return path
 

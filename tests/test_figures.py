@@ -76,6 +76,31 @@ def test_trial_figures_have_no_empty_axes_and_name_the_classes(small_run):
 
 
 @pytest.mark.slow
+def test_save_figure_writes_what_savefig_writes(tmp_path, small_run):
+    """save_figure draws once where savefig draws twice, and the confusion matrix's counts sit
+    outside the layout: the files must still be the same as savefig's with every text laid out."""
+    import matplotlib.pyplot as plt
+
+    from search.figure_style import DPI, save_figure
+
+    _, _, _, writer, outcomes = small_run
+    trial, outcome = next(iter(outcomes.values()))
+    for name in ("learning_curve.png", "confusion_matrix.png"):
+        by_savefig = writer.figures(trial, outcome)[name]
+        for text in (t for ax in by_savefig.axes for t in ax.texts):
+            text.set_in_layout(True)
+        by_savefig.savefig(tmp_path / f"savefig-{name}", dpi=DPI)
+        plt.close(by_savefig)
+        save_figure(writer.figures(trial, outcome)[name], tmp_path / name)
+        assert (tmp_path / name).read_bytes() == (tmp_path / f"savefig-{name}").read_bytes(), name
+    fig = writer.figures(trial, outcome)["learning_curve.png"]
+    with pytest.raises(ValueError, match="name the file .png"):
+        save_figure(fig, tmp_path / "curve.svg")
+    plt.close(fig)
+    assert not (tmp_path / "curve.svg").exists()
+
+
+@pytest.mark.slow
 def test_trial_confusion_csv_carries_the_class_names(small_run):
     folder, _, study, _, _ = small_run
     csv_files = list((folder / "artifacts").rglob("*"))
