@@ -13,10 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from rich.console import Console
 
-from objectives.data import write_root
 from search.launch import Connection, JoinRequest, SearchOutcome, StartRequest, join_search, start_search
 from tests.pg_server import PostgresUnavailable, postgres_server
 from tests.pg_server import free_port as _free_port  # noqa: F401 (test modules import it from here)
@@ -42,6 +40,8 @@ def synthetic_images(n: int, num_classes: int = 10, seed: int = 0) -> tuple[np.n
 
 def make_synthetic_root(data_dir: Path, dataset: str = "kmnist", n_train: int = 600,
                         n_test: int = 200) -> Path:
+    from objectives.data import write_root
+
     write_root(data_dir, dataset, synthetic_images(n_train, seed=1), synthetic_images(n_test, seed=2))
     return data_dir
 
@@ -50,25 +50,64 @@ def pytest_configure(config: pytest.Config) -> None:
     # pytest-xdist workers share the cores: one torch thread each (and in the CLIs they start
     # that do not set --threads) instead of OpenMP threads stalling on a busy core
     if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
         torch.set_num_threads(1)
         os.environ["OMP_NUM_THREADS"] = "1"
 
 
-# The modules whose tests run whole searches in subprocesses, longest first (per-module times
-# from `make test --durations`). pytest-xdist's worksteal hands each worker a contiguous half of
-# the collection and moves work from the back of a queue, so starting these first leaves short
-# tests for the end and the workers finish together. The order changes only when the suite ends.
-LONGEST_FIRST = ("test_official_test.py", "test_workers.py", "test_learning_curve.py", "test_replay.py",
-                 "test_dashboard.py", "test_cli_start.py", "test_fleet.py", "test_export_retrain.py",
-                 "test_readme.py")
+# Seconds the long modules' tests take in `make test` on a 2-core machine (from a timeline of
+# the suite); every other module takes a few seconds in all.
+MODULE_SECONDS = {"test_workers.py": 166, "test_official_test.py": 74, "test_replay.py": 56,
+                  "test_learning_curve.py": 47, "test_dashboard.py": 38, "test_fleet.py": 38,
+                  "test_budget.py": 37, "test_export_retrain.py": 34, "test_beyond_spaces.py": 33,
+                  "test_readme.py": 33, "test_cli_start.py": 27, "test_bad_input.py": 26,
+                  "test_safe_files.py": 23, "test_reevaluate.py": 15}
+
+
+def xdist_shares(count: int, workers: int) -> list[int]:
+    """How many tests pytest-xdist's worksteal first hands each worker: even contiguous shares."""
+    shares = []
+    for remaining in range(workers, 0, -1):
+        shares.append((count - sum(shares)) // remaining)
+    return shares
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        name = item.path.name
-        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+    """Deal the long modules out across the xdist workers so they finish together. worksteal
+    gives each worker a contiguous share of the collection and later moves tests from the back
+    of a busy worker's queue to an idle one; so each share starts with its long modules (each
+    to the share with the fewest seconds so far, longest first) and ends with short tests to
+    move. A module's tests stay together and in order, so module fixtures are built once. The
+    order changes only when the suite ends."""
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(str(item.path), []).append(item)
+    long_modules = sorted((m for m in modules if Path(m).name in MODULE_SECONDS),
+                          key=lambda m: -MODULE_SECONDS[Path(m).name])
+    short = [item for m, tests in modules.items() if m not in long_modules for item in tests]
+    sizes = xdist_shares(len(items), max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+    shares: list[list[pytest.Item]] = [[] for _ in sizes]
+    seconds = [0] * len(sizes)
+    for module in long_modules:
+        least = seconds.index(min(seconds))
+        shares[least] += modules[module]
+        seconds[least] += MODULE_SECONDS[Path(module).name]
+    for share, size in zip(shares, sizes, strict=True):
+        take = max(0, size - len(share))
+        share += short[:take]
+        short = short[take:]
+    shares[-1] += short
+    items[:] = [item for share in shares for item in share]
 
-    items.sort(key=rank)  # stable: each module keeps its own order, so module fixtures are built once
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Figures a test leaves open are closed after it: pyplot keeps every open figure, and a
+    worker running hundreds of tests would warn about, and hold, the ones earlier tests left."""
+    yield
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
 
 
 @pytest.fixture(scope="session")
@@ -116,6 +155,8 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Completed
 def run_main(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """The command's own `main` in this process, as run_cli sees it (exit status, stdout,
     stderr), for cases whose subject is not the process: its startup is the cost of run_cli."""
+    import torch
+
     from search.cli import main
 
     out, err, env = io.StringIO(), io.StringIO(), env or offline_env()
@@ -138,6 +179,8 @@ def run_main(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpro
 
 
 def in_process(launch, request) -> tuple[SearchOutcome, str]:
+    import torch
+
     said: list[str] = []
     threads = torch.get_num_threads()
     try:

@@ -85,18 +85,17 @@ def test_save_figure_writes_what_savefig_writes(tmp_path, small_run):
 
     _, _, _, writer, outcomes = small_run
     trial, outcome = next(iter(outcomes.values()))
-    for name in ("learning_curve.png", "confusion_matrix.png"):
-        by_savefig = writer.figures(trial, outcome)[name]
-        for text in (t for ax in by_savefig.axes for t in ax.texts):
+    by_savefig, by_save_figure = writer.figures(trial, outcome), writer.figures(trial, outcome)
+    for name, fig in by_savefig.items():
+        for text in (t for ax in fig.axes for t in ax.texts):
             text.set_in_layout(True)
-        by_savefig.savefig(tmp_path / f"savefig-{name}", dpi=DPI)
-        plt.close(by_savefig)
-        save_figure(writer.figures(trial, outcome)[name], tmp_path / name)
+        fig.savefig(tmp_path / f"savefig-{name}", dpi=DPI)
+        plt.close(fig)
+        save_figure(by_save_figure[name], tmp_path / name)
         assert (tmp_path / name).read_bytes() == (tmp_path / f"savefig-{name}").read_bytes(), name
     fig = writer.figures(trial, outcome)["learning_curve.png"]
     with pytest.raises(ValueError, match="name the file .png"):
         save_figure(fig, tmp_path / "curve.svg")
-    plt.close(fig)
     assert not (tmp_path / "curve.svg").exists()
 
 
