@@ -60,7 +60,7 @@ def styled(draw: Callable[P, R]) -> Callable[P, R]:
 def save_figure(fig: Figure, path: Path) -> Path:
     """Write `fig` to `path` as a PNG at DPI and close it. One draw lays out and renders:
     `savefig` draws twice with a layout engine (once only to lay out), for the same bytes.
-    Per-trial evidence is drawn for every trial, so the second draw was search time."""
+    Every trial that ends draws its evidence, so a second draw would cost search time."""
     if Path(path).suffix.lower() != ".png":
         raise ValueError(f"{path}: figures are written as PNG; name the file .png")
     fig.set_dpi(DPI)

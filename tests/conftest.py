@@ -19,6 +19,9 @@ from search.launch import Connection, JoinRequest, SearchOutcome, StartRequest, 
 from tests.pg_server import PostgresUnavailable, postgres_server
 from tests.pg_server import free_port as _free_port  # noqa: F401 (test modules import it from here)
 
+# torch (and objectives.data, which loads it) is imported inside the functions that use it: the
+# xdist controller loads this file too, and importing torch there would delay every worker's start.
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_KMNIST_7K = REPO.parent / "shared" / "data" / "kmnist-7k"
 CLI = Path(sys.executable).parent / "kmnist-search"
