@@ -42,8 +42,8 @@ def stop(process):
 def test_a_small_fleet_through_the_proxy_survives_a_sigkill(tmp_path, postgres_url):
     # the load test at CI size: 3 stand-in workers, the real proxy, one worker killed mid-trial.
     # The kill comes after 40 % of the new trials; the rest must outlast the 3-4 s it takes to
-    # fail the dead worker's trial, or its retry is left queued behind the reached target (12 new
-    # trials left the survivors about 5 s, too little on a loaded machine)
+    # fail the dead worker's trial, or its retry is left queued behind the reached target: 20 new
+    # trials leave the two survivors 7-8 s of work, enough on a loaded machine (12 left about 5)
     out = tmp_path / "fleet.json"
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "fleet.py"), "--server", postgres_url, "--workers", "3",
