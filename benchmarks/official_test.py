@@ -19,13 +19,17 @@ images) through the real command line: `kmnist-search start` -> `export` -> `ret
     .venv/bin/python benchmarks/official_test.py --space mlp_regularisation --seeds 0 --arms documented
     .venv/bin/python benchmarks/official_test.py --only-analyse    # rebuild the results from the runs
     .venv/bin/python benchmarks/official_test.py --minutes 1 --epochs 1     # smoke (temp folder)
+    .venv/bin/python benchmarks/official_test.py --trials 2 --epochs 1      # smoke, 2 trials per search
 
 The budget is `start --timeout`, counted from the command's start as a user's is: a budget
 shorter than start-up (imports, data; tens of seconds on a loaded machine) runs no trial, and
-that run fails. Resumable: each run writes results/official_test/runs/NAME.json
-(SPACE-ARM-seed-S.json; optuna_example-15min-seed-S.json; knn-seed-0.json) and an existing
-file is not run again. Every search and retrain is one process with one torch thread; two run
-side by side.
+that run fails. A smoke run with `--trials N` gives each search N finished trials instead of
+`--timeout`, so it does not depend on how busy the machine is. A run that fails is reported
+and left out; the others go on, and the command exits with status 1 at the end.
+
+Resumable: each run writes results/official_test/runs/NAME.json (SPACE-ARM-seed-S.json;
+optuna_example-15min-seed-S.json; knn-seed-0.json) and an existing file is not run again.
+Every search and retrain is one process with one torch thread; two run side by side.
 """
 
 from __future__ import annotations
@@ -171,19 +175,25 @@ def trial_counts(storage: str, study: str) -> dict[str, int]:
     return counts
 
 
+def describe_budget(minutes: float, trials: int | None) -> str:
+    return f"{trials} trials" if trials else f"{minutes:g} min"
+
+
 def search_run(space: str, seed: int, minutes: float, epochs: int | None, data_dir: Path,
-               work: Path) -> dict[str, Any]:
+               work: Path, trials: int | None = None) -> dict[str, Any]:
+    """`start` with the time budget (for a smoke run: `trials` finished trials) -> export -> retrain."""
     log, storage = work / "log.txt", f"sqlite:///{work}/study.db"
     epoch_option = ["--epochs", str(epochs)] if epochs else []
-    seconds = {"search": cli("start", "--space", space, "--study", space, "--storage", storage,
-                             "--trials", "100000", "--timeout", timeout_value(minutes), "--threads", "1",
-                             "--data-dir", str(data_dir), "--seed", str(seed), "--device", "cpu",
-                             *epoch_option, log=log)}
+    budget = (["--trials", str(trials)] if trials
+              else ["--trials", "100000", "--timeout", timeout_value(minutes)])
+    seconds = {"search": cli("start", "--space", space, "--study", space, "--storage", storage, *budget,
+                             "--threads", "1", "--data-dir", str(data_dir), "--seed", str(seed),
+                             "--device", "cpu", *epoch_option, log=log)}
     config_file = work / "best.json"
     seconds["export"] = cli("export", "--study", space, "--storage", storage, "-o", str(config_file), log=log)
     config = json.loads(config_file.read_text())
     metrics, seconds["retrain"] = retrain(config_file, data_dir, work / "retrained", log)
-    return {"label": f"kmnist-search start ({minutes:g} min) -> export -> retrain",
+    return {"label": f"kmnist-search start ({describe_budget(minutes, trials)}) -> export -> retrain",
             "budget_minutes": minutes, "trials": trial_counts(storage, space),
             "chosen": chosen_trial(config), "seconds": seconds, **test_result(metrics)}
 
@@ -229,7 +239,7 @@ def documented_run(space: str, seed: int, epochs: int | None, data_dir: Path, wo
 
 
 def pick_run(space: str, seed: int, minutes: float, epochs: int | None, data_dir: Path,
-             work: Path) -> dict[str, Any]:
+             work: Path, trials: int | None = None) -> dict[str, Any]:
     """The search arm, then `reevaluate` on its study: the single best trial and the
     re-evaluated pick, each retrained and tested (once, when they are the same trial)."""
     import optuna
@@ -237,7 +247,7 @@ def pick_run(space: str, seed: int, minutes: float, epochs: int | None, data_dir
     from search.reevaluate import stored_result
     from search.study import leaderboard, stored_pick
 
-    single = search_run(space, seed, minutes, epochs, data_dir, work)
+    single = search_run(space, seed, minutes, epochs, data_dir, work, trials)
     log, storage = work / "log.txt", f"sqlite:///{work}/study.db"
     seconds = {"reevaluate": cli("reevaluate", "--study", space, "--storage", storage, "--top", str(PICK_TOP),
                                  "--folds", str(PICK_FOLDS), "--data-dir", str(data_dir), "--device", "cpu",
@@ -260,8 +270,8 @@ def pick_run(space: str, seed: int, minutes: float, epochs: int | None, data_dir
             raise RuntimeError(f"export gave trial {exported}, not the pick {pick['trial']}")
         metrics, seconds["retrain"] = retrain(config_file, data_dir, work / "retrained-pick", log)
         picked = {"chosen": chosen_trial(config), **test_result(metrics)}
-    return {"label": f"kmnist-search start ({minutes:g} min) -> reevaluate --top {PICK_TOP} --folds "
-                     f"{PICK_FOLDS} -> export -> retrain, against the single best trial",
+    return {"label": f"kmnist-search start ({describe_budget(minutes, trials)}) -> reevaluate --top "
+                     f"{PICK_TOP} --folds {PICK_FOLDS} -> export -> retrain, against the single best trial",
             "budget_minutes": minutes, "trials": single["trials"], "top": PICK_TOP, "folds": PICK_FOLDS,
             "same_trial": pick["trial"] == single["chosen"]["trial"],
             "single_best": {k: single[k] for k in ("chosen", "official_test_accuracy", "seconds")},
@@ -277,21 +287,22 @@ def test_result(metrics: dict[str, Any]) -> dict[str, Any]:
     return {"official_test_accuracy": metrics["test_accuracy"]["mean"], "test_images": metrics["test_images"]}
 
 
-def example_run(seed: int, minutes: float, data_dir: Path, work: Path) -> dict[str, Any]:
+def example_run(seed: int, minutes: float, data_dir: Path, work: Path,
+                trials: int | None = None) -> dict[str, Any]:
     """search_arms.py's Optuna-example arm for the budget, then its own best trial (the example's
     own pick: study.best_trial) retrained on every training image and tested."""
     import optuna
     from search_arms import run_example_arm
 
     started = time.perf_counter()
-    searched = run_example_arm(seed, minutes * 60, data_dir, work)
+    searched = run_example_arm(seed, minutes * 60, data_dir, work, n_trials=trials)
     search_seconds = round(time.perf_counter() - started, 1)
     study = optuna.load_study(study_name="optuna_example", storage=f"sqlite:///{work}/study.db")
     best = study.best_trial
     started = time.perf_counter()
     accuracy, images = retrain_example(best.params, seed, data_dir)
     states = [t["state"] for t in searched["trials"]]
-    return {"label": f"Optuna's PyTorch example ({minutes:g} min) -> retrain",
+    return {"label": f"Optuna's PyTorch example ({describe_budget(minutes, trials)}) -> retrain",
             "budget_minutes": minutes, "trials": {s: states.count(s) for s in sorted(set(states))},
             "chosen": {"trial": best.number, "own_value": best.value, "params": best.params,
                        "validation_accuracy": best.user_attrs.get("yardstick_accuracy")},
@@ -347,7 +358,7 @@ def knn_run(data_dir: Path) -> dict[str, Any]:
             "test_images": len(test_labels)}
 
 
-def run_job(job: dict[str, Any], epochs: int | None, data_dir: Path, out: Path) -> None:
+def run_job(job: dict[str, Any], epochs: int | None, trials: int | None, data_dir: Path, out: Path) -> None:
     """One run, in its own process: its result file, written only when it succeeded."""
     import optuna
     import sklearn
@@ -359,16 +370,17 @@ def run_job(job: dict[str, Any], epochs: int | None, data_dir: Path, out: Path) 
     with tempfile.TemporaryDirectory(prefix=f"official-test-{job['name']}-") as tmp:
         work = Path(tmp)
         if job["arm"] == "search":
-            result = search_run(job["space"], job["seed"], job["minutes"], epochs, data_dir, work)
+            result = search_run(job["space"], job["seed"], job["minutes"], epochs, data_dir, work, trials)
         elif job["arm"] == "documented":
             result = documented_run(job["space"], job["seed"], epochs, data_dir, work)
         elif job["arm"] == "optuna_example":
-            result = example_run(job["seed"], job["minutes"], data_dir, work)
+            result = example_run(job["seed"], job["minutes"], data_dir, work, trials)
         elif job["arm"] == "pick":
-            result = pick_run(job["space"], job["seed"], job["minutes"], epochs, data_dir, work)
+            result = pick_run(job["space"], job["seed"], job["minutes"], epochs, data_dir, work, trials)
         else:
             result = knn_run(data_dir)
     payload = {"space": job["space"], "arm": job["arm"], "seed": job["seed"], "epochs_cap": epochs,
+               "trials_cap": trials,
                **result, "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                "machine": record, "versions": {"torch": torch.__version__, "optuna": optuna.__version__,
                                                "scikit-learn": sklearn.__version__}}
@@ -638,9 +650,12 @@ def main() -> None:
                    + "; ".join(f"{a} {','.join(map(str, s))}" for a, s in SEEDS.items()) + ")")
     p.add_argument("--minutes", type=float, default=None,
                    help="search budget per run for every space (default: 15 for MLP spaces, 45 for CNN); "
-                        "with it or --epochs and no --out-dir, a smoke run into a temporary folder")
+                        "with it, --epochs or --trials and no --out-dir, a smoke run into a temporary folder")
     p.add_argument("--epochs", type=int, default=None,
                    help="cap the epochs of every trial and replay, for smoke runs (default: the space's)")
+    p.add_argument("--trials", type=int, default=None,
+                   help="smoke runs: every search stops after this many finished trials, with no time "
+                        "limit on `start` (the Optuna example keeps --minutes as its limit)")
     p.add_argument("--parallel", type=int, default=PARALLEL, help=f"runs side by side (default {PARALLEL})")
     p.add_argument("--only-analyse", "--analyse", action="store_true",
                    help="only rebuild official_test.json/.md/.png from the run files")
@@ -650,12 +665,13 @@ def main() -> None:
     p.add_argument("--job", help=argparse.SUPPRESS)
     p.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
-    smoke = args.minutes is not None or args.epochs is not None
+    smoke = args.minutes is not None or args.epochs is not None or args.trials is not None
     out = args.out_dir or (Path(tempfile.mkdtemp(prefix="official-test-smoke-")) / "official_test"
                            if smoke and not args.only_analyse else OUT)
     if args.job:
-        run_job(json.loads(args.job), args.epochs, args.data_dir, out / "runs")
+        run_job(json.loads(args.job), args.epochs, args.trials, args.data_dir, out / "runs")
         return
+    failed = 0
     if not args.only_analyse:
         spaces, arms = args.space.split(","), args.arms.split(",")
         for name, given, known in (("space", spaces, SPACES), ("arm", arms, ARMS)):
@@ -671,12 +687,15 @@ def main() -> None:
               f"(the full default run: about {estimate_minutes(args.parallel) / 60:.1f} h)", flush=True)
         with tempfile.TemporaryDirectory(prefix="official-test-data-") as tmp:
             data_dir = copy_root(args.source, Path(tmp) / "kmnist")
-            epochs = ["--epochs", str(args.epochs)] if args.epochs else []
-            run_all([["benchmarks/official_test.py", "--job", json.dumps(job), "--data-dir", str(data_dir),
-                      "--out-dir", str(out), *epochs] for job in todo], args.parallel)
+            caps = ["--epochs", str(args.epochs)] if args.epochs else []
+            caps += ["--trials", str(args.trials)] if args.trials else []
+            failed = run_all([["benchmarks/official_test.py", "--job", json.dumps(job), "--data-dir",
+                               str(data_dir), "--out-dir", str(out), *caps] for job in todo], args.parallel)
     path = write_analysis(out, args.minutes)
     print(path.with_suffix(".md").read_text())
     print(f"wrote {path}, {path.with_suffix('.md').name} and {path.with_suffix('.png').name}")
+    if failed:
+        sys.exit(f"{failed} run(s) failed (their errors are above): run the same command to retry them")
 
 
 if __name__ == "__main__":

@@ -135,7 +135,8 @@ def run_product_arm(arm: Arm, seed: int, budget: float, data_dir: Path, work: Pa
             "best_config": best and export_config(study, best, url)}
 
 
-def run_example_arm(seed: int, budget: float, data_dir: Path, work: Path) -> dict[str, Any]:
+def run_example_arm(seed: int, budget: float, data_dir: Path, work: Path,
+                    n_trials: int | None = None) -> dict[str, Any]:
     from search_efficiency import EXAMPLE_TRAIN_EXAMPLES, ExampleObjective, example_root
 
     from storage.urls import open_storage
@@ -146,7 +147,7 @@ def run_example_arm(seed: int, budget: float, data_dir: Path, work: Path) -> dic
                                 pruner=optuna.pruners.MedianPruner(), direction="maximize")
     objective = ExampleObjective(root, val_images, val_labels, seed=seed)
     started = time.time()
-    study.optimize(objective, timeout=budget)
+    study.optimize(objective, n_trials=n_trials, timeout=budget)
     trials = timeline(study, started, budget, lambda t: t.user_attrs.get("yardstick_accuracy"))
     return {"precision": "fp32", "val_images": len(val_labels),
             "images_per_epoch": EXAMPLE_TRAIN_EXAMPLES, "trials": trials, "best_config": None}
@@ -227,10 +228,11 @@ def retrain_one(arm_name: str, seed: int, run_file: Path, data_dir: Path, out: P
 
 # --- running them, two at a time -----------------------------------------------------------------
 
-def run_all(jobs: list[list[str]], parallel: int) -> None:
-    """Run each command line as a subprocess, `parallel` at a time, one torch thread each."""
+def run_all(jobs: list[list[str]], parallel: int) -> int:
+    """Run each command line as a subprocess, `parallel` at a time, one torch thread each; how many
+    failed (each is reported, and the others still run)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    pending, running = list(jobs), []
+    pending, running, failed = list(jobs), [], 0
     while pending or running:
         while pending and len(running) < parallel:
             command = pending.pop(0)
@@ -242,7 +244,9 @@ def run_all(jobs: list[list[str]], parallel: int) -> None:
             if process.poll() is not None:
                 running.remove(entry)
                 if process.returncode:
+                    failed += 1
                     print(f"  FAILED ({process.returncode}): {' '.join(command)}", flush=True)
+    return failed
 
 
 # --- analysis ---------------------------------------------------------------------------------
@@ -633,7 +637,7 @@ def main() -> None:
     chosen = args.arms.split(",") if args.arms else (quick_arms if args.quick else list(arms))
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else ([0] if args.quick else list(SEEDS))
     budget = args.budget or (20.0 if args.quick else BUDGET_S)
-    machine_before = machine()
+    machine_before, failed = machine(), 0
     with tempfile.TemporaryDirectory(prefix="search-arms-data-") as tmp:
         data_dir = Path(tmp) / "kmnist-7k"
         copy_root(args.source, data_dir)  # nothing may write into ../shared
@@ -645,7 +649,7 @@ def main() -> None:
                     if not (out / "runs" / f"{arm}-seed-{seed}.json").exists()]
             print(f"{len(jobs)} runs of {budget:g} s, {args.parallel} at a time "
                   f"(about {len(jobs) * (budget + 15) / args.parallel / 60:.0f} min)", flush=True)
-            run_all(jobs, args.parallel)
+            failed += run_all(jobs, args.parallel)
         runs = {name: by_seed for name, by_seed in load_all(out / "runs").items() if name in chosen}
         first = analyse(runs, {}, arms)
         top = [name for name in first["ranking_by_median_final_best"] if name != "optuna_example"]
@@ -659,7 +663,7 @@ def main() -> None:
                     if not (out / "retrain" / f"{arm}-seed-{seed}.json").exists()
                     and runs[arm][seed]["best_config"] is not None]
             print(f"{len(jobs)} retrains of the best arms' best trials: {', '.join(top)}", flush=True)
-            run_all(jobs, args.parallel)
+            failed += run_all(jobs, args.parallel)
     retrains = {name: by_seed for name, by_seed in load_all(out / "retrain").items() if name in runs}
     results = {"benchmark": "search_arms", "quick": args.quick, "machine": machine_before,
                "machine_after": {"load_average_1m": machine()["load_average_1m"]},
@@ -683,6 +687,8 @@ def main() -> None:
               f"{comparison['final_best']['bootstrap_95']} p={comparison['final_best']['wilcoxon_p']} "
               f"{comparison['final_best']['verdict']}")
     print(f"wrote {path} and {png}")
+    if failed:
+        sys.exit(f"{failed} run(s) failed (their errors are above): run the same command to retry them")
 
 
 if __name__ == "__main__":

@@ -115,3 +115,12 @@ def test_figures_redraw_from_the_results_file_alone(tmp_path) -> None:
     paths = search_arms.figures(json.loads(json.dumps(results)), tmp_path / "b.png")
     assert paths == [tmp_path / "b.png", tmp_path / "b-curves.png"]
     assert all(path.read_bytes().startswith(b"\x89PNG") for path in paths)
+
+
+def test_run_all_runs_every_job_and_counts_the_ones_that_failed(tmp_path, capsys) -> None:
+    marks = [tmp_path / f"ran-{n}" for n in range(3)]
+    jobs = [["-c", f"open({str(marks[0])!r}, 'w')"], ["-c", "raise SystemExit(3)"],
+            ["-c", f"open({str(marks[2])!r}, 'w')"]]
+    assert search_arms.run_all(jobs, parallel=2) == 1
+    assert marks[0].exists() and marks[2].exists()  # a failure does not stop the others
+    assert "FAILED (3): -c raise SystemExit(3)" in capsys.readouterr().out
