@@ -27,6 +27,7 @@ import json
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -364,8 +365,9 @@ def run_configuration(server, config: Configuration, template: str, run_name: st
     if proxy_cpu and steady_from and result["finished"] > steady_from[1]:  # after the joins, with the kills
         result["proxy_cpu_s_per_trial_after_joins"] = round(
             (proxy_cpu - steady_from[0]) / (result["finished"] - steady_from[1]), 4)
-    if not os.environ.get("FLEET_KEEP"):
+    if not os.environ.get("FLEET_KEEP"):  # FLEET_KEEP=1 keeps the database and the workers' logs
         admin(server.url, f"DROP DATABASE {run_name} WITH (FORCE)")
+        shutil.rmtree(folder)
     return result
 
 
