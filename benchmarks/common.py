@@ -12,13 +12,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from objectives.data import write_root
+if TYPE_CHECKING:  # torch loads only where a benchmark measures with it, so --help and analyses start fast
+    import torch
+    from torch import nn
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # the real KMNIST root the benchmarks read (7,011 training images, the official 10,000 test images)
@@ -60,6 +60,8 @@ def cpuinfo() -> dict[str, str]:
 
 
 def machine() -> dict[str, Any]:
+    import torch
+
     info = cpuinfo()
     flags = set(info.get("flags", "").split())
     return {
@@ -95,6 +97,8 @@ def usable_cores() -> int:
 
 
 def set_threads(threads: int) -> None:
+    import torch
+
     torch.set_num_threads(threads)
 
 
@@ -121,9 +125,12 @@ def ratios(numerators: list[float], denominators: list[float]) -> list[float]:
 
 
 def matmul_gflops(threads: int, size: int = 1024, calls: int = 10,
-                  dtype: torch.dtype = torch.float32) -> dict[str, float]:
-    """This machine's matmul rate in `dtype` at `threads` threads, the compute ceiling:
-    GFLOP per wall second and per CPU second."""
+                  dtype: torch.dtype | None = None) -> dict[str, float]:
+    """This machine's matmul rate in `dtype` (default float32) at `threads` threads, the compute
+    ceiling: GFLOP per wall second and per CPU second."""
+    import torch
+
+    dtype = dtype or torch.float32
     set_threads(threads)
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     for _ in range(2):
@@ -144,6 +151,8 @@ def write_results(name: str, payload: dict[str, Any], quick: bool = False) -> Pa
 def as_before(model: nn.Module) -> nn.Module:
     """The model as built before the loop-overhead changes (BENCHMARKS 1): torch's nn.Dropout in place of
     objectives' Dropout, one k x k pool in place of the separable pair."""
+    from torch import nn
+
     for name, child in model.named_children():
         if isinstance(child, nn.Dropout):
             setattr(model, name, nn.Dropout(child.p))
@@ -167,6 +176,8 @@ def first_reaching(run: dict[str, Any], level: float) -> dict[str, Any] | None:
 
 def synthetic_root(folder: Path, n: int, seed: int = 0) -> Path:
     """A torchvision-layout KMNIST root of random uint8 images: speed does not depend on content."""
+    from objectives.data import write_root
+
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
     labels = rng.integers(0, 10, n).astype(np.uint8)

@@ -541,7 +541,7 @@ class Server:
 
 
 def machine() -> dict:
-    from common import cpuinfo, usable_cores  # imports torch: only now, after the workers
+    from common import cpuinfo, usable_cores
 
     return {"cpu_model": cpuinfo().get("model name"), "usable_cores": usable_cores(),
             "load_average_1m": round(os.getloadavg()[0], 2), "python": sys.version.split()[0],
