@@ -162,14 +162,15 @@ def test_smoke_of_the_real_pipeline_writes_official_test_accuracies(tmp_path: Pa
     root = make_synthetic_root(tmp_path / "root")
     out = tmp_path / "official_test"
     # the pick arm runs the search arm's start -> export -> retrain, then reevaluate. Each search
-    # stops after 2 finished trials: a time budget alone can pass in start-up on a loaded machine.
+    # stops after 2 finished trials: a time budget alone can pass in start-up on a loaded machine
+    # (Optuna's example keeps --minutes as a limit it never reaches here).
     command = [sys.executable, "benchmarks/official_test.py", "--space", "mlp_regularisation", "--seeds", "0",
-               "--arms", "pick,documented,optuna_example,knn", "--minutes", "1", "--trials", "2",
+               "--arms", "pick,documented,optuna_example,knn", "--minutes", "5", "--trials", "2",
                "--epochs", "1", "--source", str(root), "--out-dir", str(out)]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-3000:]
     for name in ("mlp_regularisation-pick-seed-0", "mlp_regularisation-documented-seed-0",
-                 "optuna_example-1min-seed-0", "knn-seed-0"):
+                 "optuna_example-5min-seed-0", "knn-seed-0"):
         path = out / "runs" / f"{name}.json"
         assert path.exists(), result.stdout[-3000:]
         record = json.loads(path.read_text())
@@ -179,7 +180,7 @@ def test_smoke_of_the_real_pipeline_writes_official_test_accuracies(tmp_path: Pa
     assert pick["single_best"]["chosen"]["epochs"] == 1 and pick["trials"].get("complete", 0) >= 1
     finished = pick["trials"].get("complete", 0) + pick["trials"].get("pruned", 0)
     assert pick["trials_cap"] == 2 and finished == 2
-    example = json.loads((out / "runs" / "optuna_example-1min-seed-0.json").read_text())
+    example = json.loads((out / "runs" / "optuna_example-5min-seed-0.json").read_text())
     assert sum(example["trials"].values()) == 2
     assert 0.0 <= pick["single_best"]["official_test_accuracy"] <= 1.0
     # reevaluate cross-validated the best completed trials, the pick among them
