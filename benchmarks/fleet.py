@@ -40,6 +40,7 @@ from pathlib import Path
 
 import optuna
 import sqlalchemy
+from common import cpuinfo, usable_cores
 from optuna.trial import TrialState
 from pg_server import free_port, postgres_server
 
@@ -541,8 +542,6 @@ class Server:
 
 
 def machine() -> dict:
-    from common import cpuinfo, usable_cores
-
     return {"cpu_model": cpuinfo().get("model name"), "usable_cores": usable_cores(),
             "load_average_1m": round(os.getloadavg()[0], 2), "python": sys.version.split()[0],
             "optuna": optuna.__version__, "shared_loaded_machine": True}
